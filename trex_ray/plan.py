@@ -1,0 +1,171 @@
+"""An experiment plan: what data to train on and how. Plain, schema-validated data, never code.
+
+Plans come from the Researcher (the built-in policy or an LLM), so every field is bounded and
+unknown fields are rejected: a plan that validates is safe to act on.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Direction = Literal["baseline", "more_data", "data_quality", "hyperparameters", "method", "prompt_format"]
+DIRECTIONS: tuple[str, ...] = Direction.__args__  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def template_fields(template: str) -> list[str]:
+    """Column names a template uses. Only bare ``{name}`` fields are allowed: attribute and
+    index access (``{x.__class__}``), conversions and format specs could reach Python objects,
+    and templates come from untrusted LLM output."""
+    names = []
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conv:
+            raise ValueError(f"template field {{{name}}} is not a plain column name")
+        names.append(name)
+    return names
+
+
+class LoadOp(_Strict):
+    """Load rows. ``source`` is ``task:train`` (the task's train split) or a local
+    JSONL/Parquet/CSV file path."""
+
+    op: Literal["load"] = "load"
+    source: str = Field("task:train", min_length=1, max_length=1000)
+
+
+class SubsampleOp(_Strict):
+    """Keep ``n`` rows chosen by a seeded shuffle (all rows when fewer exist)."""
+
+    op: Literal["subsample"] = "subsample"
+    n: int = Field(ge=1, le=50_000_000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class FormatOp(_Strict):
+    """Map each row to a prompt/completion pair through two templates over its columns."""
+
+    op: Literal["format"] = "format"
+    prompt: str = Field(min_length=1, max_length=8000)
+    completion: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("prompt", "completion")
+    @classmethod
+    def _plain_fields(cls, v: str) -> str:
+        template_fields(v)
+        return v
+
+
+RecipeStep = Annotated[Union[LoadOp, SubsampleOp, FormatOp], Field(discriminator="op")]
+
+
+class Recipe(_Strict):
+    """An ordered list of data operations; the first loads, exactly one formats.
+
+    Decontamination against the task's dev and test sets runs after the steps unless turned
+    off here, and the report states it whenever it is off.
+    """
+
+    steps: list[RecipeStep] = Field(min_length=2, max_length=32)
+    decontaminate: bool = True
+    decontaminate_ngram: int = Field(13, ge=4, le=64)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Recipe":
+        if not isinstance(self.steps[0], LoadOp):
+            raise ValueError("the first step must be a load")
+        formats = [s for s in self.steps if isinstance(s, FormatOp)]
+        if len(formats) != 1:
+            raise ValueError(f"a recipe needs exactly one format step, got {len(formats)}")
+        return self
+
+    @property
+    def format(self) -> FormatOp:
+        return next(s for s in self.steps if isinstance(s, FormatOp))
+
+    @property
+    def sample_cap(self) -> int | None:
+        caps = [s.n for s in self.steps if isinstance(s, SubsampleOp)]
+        return min(caps) if caps else None
+
+
+class TrainingConfig(_Strict):
+    """How to fine-tune. Bounds are wide enough for real runs and tight enough to catch nonsense."""
+
+    method: Literal["lora", "full"] = "lora"
+    learning_rate: float = Field(2e-4, gt=0, le=1e-2)
+    num_epochs: float = Field(1.0, gt=0, le=50)
+    max_steps: int = Field(-1, ge=-1, le=1_000_000)  # -1: run num_epochs
+    batch_size: int = Field(8, ge=1, le=1024)
+    grad_accum: int = Field(1, ge=1, le=1024)
+    max_seq_length: int = Field(256, ge=16, le=131_072)
+    lora_r: int = Field(16, ge=1, le=1024)
+    lora_alpha: int = Field(32, ge=1, le=4096)
+    lora_dropout: float = Field(0.05, ge=0, le=0.5)
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1, max_length=32)
+    warmup_ratio: float = Field(0.0, ge=0, le=0.5)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _module_names(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if not m.replace("-", "_").replace(".", "_").isidentifier()]
+        if bad:
+            raise ValueError(f"not module names: {bad}")
+        return v
+
+
+class Plan(_Strict):
+    """One experiment: a direction from the search vocabulary, why, the data and the training.
+
+    ``training`` is None only for the baseline (the untrained base model evaluated on dev).
+    """
+
+    direction: Direction
+    rationale: str = Field("", max_length=4000)
+    recipe: Recipe
+    training: TrainingConfig | None = None
+
+    @model_validator(mode="after")
+    def _baseline_has_no_training(self) -> "Plan":
+        if (self.direction == "baseline") != (self.training is None):
+            raise ValueError("the baseline plan (and only it) has no training config")
+        return self
+
+    def knobs(self) -> str:
+        """A short human summary of what this plan sets, for leaderboards and prompts."""
+        cap = self.recipe.sample_cap
+        if self.training is None:
+            return "base model, no training"
+        t = self.training
+        parts = [t.method, f"lr={t.learning_rate:g}", f"ep={t.num_epochs:g}", f"bs={t.batch_size * t.grad_accum}"]
+        if t.method == "lora":
+            parts.append(f"r={t.lora_r}")
+        parts.append(f"n={cap if cap is not None else 'all'}")
+        return " ".join(parts)
+
+
+def explain(error: ValidationError, prefix: str = "plan") -> str:
+    """One line per problem, each naming the field path (``plan.training.learning_rate: ...``)."""
+    lines = []
+    for e in error.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        lines.append(f"{loc}: {e['msg']}")
+    return "; ".join(lines)
+
+
+def parse_plan(data: dict) -> Plan:
+    """Validate untrusted plan data; ValueError with every bad field named on failure."""
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as e:
+        raise ValueError(explain(e)) from None

@@ -1,0 +1,168 @@
+"""The built-in research policy: expert rules over the plan vocabulary, no LLM needed.
+
+It is one implementation of the Researcher's interface (``propose(request) -> list[Plan]``);
+the LLM Researcher implements the same one and falls back to this. Stateless: everything it
+knows comes in the request (task spec and the tree's compressed memory), so it is trivially
+resumable and testable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from trex_ray.plan import FormatOp, LoadOp, Plan, Recipe, SubsampleOp, TrainingConfig
+
+# What each direction changes, in the order an expert tries them when nothing is known yet.
+PREFERENCE = ("hyperparameters", "more_data", "method", "prompt_format")
+ANSWER_SUFFIX = "\nRespond with the answer only, no explanation."
+
+
+@dataclass
+class TaskSpec:
+    """What the Researcher knows about the task (plain data, safe to send to an LLM)."""
+
+    id: str
+    description: str
+    metric: str
+    higher_is_better: bool
+    prompt_template: str
+    completion_template: str
+    train_rows: int
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExpansionRequest:
+    """Everything needed to propose children of one node."""
+
+    task: TaskSpec
+    memory: dict[str, Any]  # Tree.memory(node_id)
+    n: int
+    defaults: dict[str, Any]  # TrainConfig fields
+    seed: int = 0
+
+
+class Researcher(Protocol):
+    def propose(self, request: ExpansionRequest) -> list[Plan]: ...
+
+
+def baseline_plan(task: TaskSpec) -> Plan:
+    """The root: the untrained base model, prompted exactly as trained models will be."""
+    return Plan(
+        direction="baseline",
+        rationale="Score of the base model before any fine-tuning; every gain is measured from it.",
+        recipe=Recipe(steps=[LoadOp(), FormatOp(prompt=task.prompt_template, completion=task.completion_template)]),
+    )
+
+
+def first_plan(task: TaskSpec, defaults: dict[str, Any]) -> Plan:
+    """The default fine-tune: the configured method and knobs on ``train_samples`` rows."""
+    d = defaults
+    training = TrainingConfig(
+        method=d["method"], learning_rate=d["learning_rate"] if d["method"] == "lora" else d["learning_rate"] / 10,
+        num_epochs=d["num_epochs"], batch_size=d["batch_size"], grad_accum=d["grad_accum"],
+        max_seq_length=d["max_seq_length"], lora_r=d["lora_r"], lora_alpha=2 * d["lora_r"],
+    )
+    n = min(d["train_samples"], d["max_train_samples"], task.train_rows)
+    recipe = Recipe(steps=[
+        LoadOp(), SubsampleOp(n=n, seed=0),
+        FormatOp(prompt=task.prompt_template, completion=task.completion_template),
+    ])
+    return Plan(direction="method", rationale=f"Default {d['method']} fine-tune on {n} examples.",
+                recipe=recipe, training=training)
+
+
+def _with(plan: Plan, direction: str, rationale: str, *, training: dict | None = None,
+          n: int | None = None, prompt: str | None = None) -> Plan:
+    """A copy of ``plan`` with some knobs changed (validated like any other plan)."""
+    steps = []
+    for s in plan.recipe.steps:
+        if n is not None and isinstance(s, SubsampleOp):
+            s = s.model_copy(update={"n": n})
+        if prompt is not None and isinstance(s, FormatOp):
+            s = s.model_copy(update={"prompt": prompt})
+        steps.append(s)
+    t = plan.training.model_dump() | (training or {})  # type: ignore[union-attr]
+    return Plan.model_validate({
+        "direction": direction, "rationale": rationale,
+        "recipe": plan.recipe.model_copy(update={"steps": steps}).model_dump(),
+        "training": t,
+    })
+
+
+def direction_gains(memory: dict[str, Any]) -> dict[str, float]:
+    """Mean reward change each direction brought over its parent, from what the memory shows."""
+    gains: dict[str, list[float]] = {}
+    path = memory["path"]
+    pairs = list(zip(path, path[1:]))
+    parent = path[-2] if len(path) > 1 else None
+    pairs += [(parent, s) for s in memory["siblings"]] if parent else []
+    pairs += [(memory["node"], c) for c in memory["children"]]
+    for before, after in pairs:
+        if after["status"] == "failed":
+            gains.setdefault(after["direction"], []).append(-0.1)
+        elif before.get("reward") is not None and after.get("reward") is not None:
+            gains.setdefault(after["direction"], []).append(after["reward"] - before["reward"])
+    return {d: sum(v) / len(v) for d, v in gains.items()}
+
+
+class BuiltinPolicy:
+    """Expert rules: start from the configured defaults, then move each knob in the direction
+    that has paid off so far (more of what helped, less of what hurt)."""
+
+    def propose(self, request: ExpansionRequest) -> list[Plan]:
+        mem, task, d = request.memory, request.task, request.defaults
+        node_plan = Plan.model_validate(mem["node"]["plan"])
+        seen = {Plan.model_validate(c["plan"]).model_dump_json(exclude={"rationale", "direction"}) for c in mem["children"]}
+        rng = random.Random(int(hashlib.sha256(f"{request.seed}|{mem['node']['id']}|{len(seen)}".encode()).hexdigest(), 16) % 2**32)
+        base = node_plan if node_plan.training is not None else first_plan(task, d)
+        candidates = [] if node_plan.training is not None else [base]
+        gains = direction_gains(mem)
+        # helpful directions first, untried ones next (in expert order), harmful ones last
+        order = sorted(PREFERENCE, key=lambda x: (-gains.get(x, 0.0), x in gains, PREFERENCE.index(x)))
+        for direction in order:
+            candidates += self._variants(direction, base, task, d, gains.get(direction), rng)
+        out: list[Plan] = []
+        for plan in candidates:
+            key = plan.model_dump_json(exclude={"rationale", "direction"})
+            if key not in seen:
+                seen.add(key)
+                out.append(plan)
+        # one variant per direction first, then second variants, so a batch spans directions
+        first = [p for i, p in enumerate(out) if p.direction not in {q.direction for q in out[:i]}]
+        rest = [p for p in out if p not in first]
+        return (first + rest)[: request.n]
+
+    def _variants(self, direction: str, p: Plan, task: TaskSpec, d: dict, gain: float | None,
+                  rng: random.Random) -> list[Plan]:
+        t = p.training
+        assert t is not None
+        n = p.recipe.sample_cap or task.train_rows
+        cap = min(d["max_train_samples"], task.train_rows)
+        if direction == "hyperparameters":
+            up = min(t.learning_rate * 2.5, 1e-2 if t.method == "lora" else 2e-4)
+            down = t.learning_rate / 2.5
+            first, second = (up, down) if gain is None or gain >= 0 else (down, up)
+            return [
+                _with(p, direction, f"Learning rate {t.learning_rate:g} -> {first:g}.", training={"learning_rate": first}),
+                _with(p, direction, f"{t.num_epochs:g} -> {t.num_epochs + 1:g} epochs.", training={"num_epochs": t.num_epochs + 1}),
+                _with(p, direction, f"Learning rate {t.learning_rate:g} -> {second:g}.", training={"learning_rate": second}),
+            ]
+        if direction == "more_data" and n < cap:
+            return [_with(p, direction, f"Twice the training data ({n} -> {min(2 * n, cap)} rows).", n=min(2 * n, cap))]
+        if direction == "method":
+            if t.method == "lora":
+                r = min(t.lora_r * 2, 256)
+                return [
+                    _with(p, direction, f"LoRA rank {t.lora_r} -> {r} for more capacity.", training={"lora_r": r, "lora_alpha": 2 * r}),
+                    _with(p, direction, "Full fine-tune instead of LoRA.", training={"method": "full", "learning_rate": min(t.learning_rate / 10, 5e-5)}),
+                ]
+            return [_with(p, direction, "LoRA instead of a full fine-tune.", training={"method": "lora", "learning_rate": 2e-4})]
+        if direction == "prompt_format":
+            fmt = p.recipe.format.prompt
+            alt = fmt[: -len(ANSWER_SUFFIX)] if fmt.endswith(ANSWER_SUFFIX) else fmt + ANSWER_SUFFIX
+            return [_with(p, direction, "Prompt asks for the bare answer; format errors cost score.", prompt=alt)]
+        return []

@@ -1,0 +1,204 @@
+"""The driver: check inputs, start (or join) Ray, run the search through Tune, write the outputs.
+
+Order matters: every check that can fail on bad input runs before Ray starts, so a typo costs
+a second, not a cluster start; everything durable lives in the run directory, so a lost driver
+is recovered with ``launch.py --resume RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ftbench.task import TaskDataError, load_split
+from ftbench.tasks import get_task
+from trex_ray.config import Config, ConfigError, dump_config, load_config
+from trex_ray.ledger import LEDGER_NAME, read_events
+from trex_ray.models import check_model
+from trex_ray.policy import TaskSpec
+from trex_ray.tree import SearchParams
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+
+
+def preflight(cfg: Config) -> TaskSpec:
+    """Validate the task, its data and the model; ConfigError names the first problem."""
+    try:
+        task = get_task(cfg.task.name)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+    paths = cfg.task.paths()
+    for key, value in paths.items():
+        if value and not Path(value).expanduser().exists():
+            what = "data folder" if key == "data_dir" else f"{key} dataset file"
+            raise ConfigError(f"{what} not found: {value}")
+    try:
+        train = load_split(task, "train", paths)
+        load_split(task, "dev", paths)
+    except TaskDataError as e:
+        raise ConfigError(str(e)) from None
+    check_model(cfg.model)
+    return TaskSpec(
+        id=task.id, description=task.description, metric=task.metric, higher_is_better=task.higher_is_better,
+        prompt_template=task.prompt_template, completion_template=task.completion_template,
+        train_rows=len(train), columns=sorted(train[0]),
+    )
+
+
+def open_run(cfg: Config | None, resume: str | None) -> tuple[Config, Path]:
+    """(config, run directory): a new directory, or the one being resumed with its saved config."""
+    if resume:
+        run_dir = Path(resume).expanduser().resolve()
+        if not (run_dir / LEDGER_NAME).is_file() or not (run_dir / CONFIG_NAME).is_file():
+            raise ConfigError(f"--resume {resume}: not a TREX-Ray run directory (no {LEDGER_NAME} and {CONFIG_NAME})")
+        return load_config(run_dir / CONFIG_NAME), run_dir
+    assert cfg is not None
+    run_id = cfg.run.run_id or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = (Path(cfg.run.output_dir).expanduser() / run_id).resolve()
+    if (run_dir / LEDGER_NAME).exists():
+        raise ConfigError(f"run directory {run_dir} already holds a run; use --resume {run_dir} or another run.run_id")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_NAME).write_text(dump_config(cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": run_id})})))
+    return cfg, run_dir
+
+
+def _start_ray(cfg: Config) -> bool:
+    """Join the configured cluster (or the job's), else start an embedded one. True if embedded."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own tables would drown the live view
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    # Trial output (transformers and datasets chatter) stays in Ray's worker logs; the console
+    # gets the live view, which carries what matters.
+    if address:
+        ray.init(address=address, namespace="trex_ray", log_to_driver=False)
+        return False
+    ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, namespace="trex_ray", log_to_driver=False)
+    return True
+
+
+def _concurrency(cfg: Config) -> int:
+    """Trials at once: the configured maximum, or fewer when the cluster cannot hold them."""
+    import ray
+
+    res = ray.cluster_resources()
+    fits = math.floor(res.get("CPU", 0) / cfg.resources.cpus_per_trial + 1e-9)
+    if cfg.resources.gpus_per_trial:
+        fits = min(fits, math.floor(res.get("GPU", 0) / cfg.resources.gpus_per_trial + 1e-9))
+    if fits < 1:
+        raise ConfigError(f"the cluster ({res.get('CPU', 0)} CPU, {res.get('GPU', 0)} GPU) cannot hold one trial "
+                          f"({cfg.resources.cpus_per_trial} CPU, {cfg.resources.gpus_per_trial} GPU)")
+    return min(cfg.search.max_concurrent_trials, fits)
+
+
+def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a search to its end; returns the summary written to summary.json."""
+    if resume:
+        cfg, run_dir = open_run(None, resume)
+        spec = preflight(cfg)
+    else:
+        spec = preflight(cfg)  # before the run directory exists: bad input leaves nothing behind
+        cfg, run_dir = open_run(cfg, None)
+    t0 = time.time()
+    embedded = _start_ray(cfg)
+    try:
+        summary = _search(cfg, run_dir, spec, resumed=bool(resume))
+    finally:
+        if embedded:
+            import ray
+
+            ray.shutdown()
+    log.info("run %s finished in %.0fs: %s", run_dir, time.time() - t0, summary["stop_reason"])
+    return summary
+
+
+def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[str, Any]:
+    import ray
+    from ray import tune
+
+    from trex_ray.actors import Researcher, TreeState
+    from trex_ray.executor import TrialContext
+    from trex_ray.progress import LiveView, leaderboard
+    from trex_ray.searcher import TreeSearcher, TrialErrorCallback
+    from trex_ray.trial import run_trial
+
+    task = get_task(spec.id)
+    s = cfg.search
+    params = SearchParams(
+        exploration=s.exploration, virtual_loss=s.virtual_loss, failure_reward=s.failure_reward,
+        max_expansions=s.max_expansions, max_depth=s.max_depth, higher_is_better=task.higher_is_better,
+        metric_range=task.metric_range[1] - task.metric_range[0],
+    )
+    state = TreeState.remote(str(run_dir), params, spec, cfg.train.model_dump(), s.max_trials,
+                             s.children_per_expansion, s.seed)
+    researcher = Researcher.remote(s.policy)
+    threads = max(1, int(cfg.resources.cpus_per_trial))
+    context = TrialContext(
+        task=spec.id, paths={k: (str(Path(v).expanduser().resolve()) if v else None) for k, v in cfg.task.paths().items()},
+        model=cfg.model.model_dump(), run_dir=str(run_dir), dev_limit=cfg.task.dev_limit,
+        eval_batch_size=cfg.train.eval_batch_size, threads=threads,
+    ).to_dict()
+    view = LiveView(task.metric, s.max_trials)
+    searcher = TreeSearcher(state, researcher, context, on_event=view.event)
+    concurrency = _concurrency(cfg)
+    resources = {"CPU": cfg.resources.cpus_per_trial, "GPU": cfg.resources.gpus_per_trial}
+    log.info("run %s: task %s, model %s, %d trials, %d at a time", run_dir.name, spec.id,
+             cfg.model.name_or_path, s.max_trials, concurrency)
+    ray.get(state.snapshot.remote())  # the actor has replayed the ledger (or failed loudly)
+    attempt = len(list((run_dir / "tune").glob("search-*")))  # each (re)start is its own Tune experiment
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency,
+            trial_dirname_creator=lambda trial: f"{trial.config['node_id']}-{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"search-{attempt}", storage_path=str(run_dir / "tune"), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+            callbacks=[TrialErrorCallback(state, view.event)],
+        ),
+    )
+    tuner.fit()
+    tree = ray.get(state.close.remote(searcher.finished_reason or "search ended"))
+    summary = _write_outputs(cfg, run_dir, tree, searcher.finished_reason or "search ended", resumed)
+    log.info("leaderboard (dev %s):\n%s", task.metric, leaderboard(tree, task.metric, task.higher_is_better))
+    log.info("summary: %s", json.dumps({k: summary[k] for k in ("base_score", "best_score", "best_node", "trials", "failed_trials", "wall_seconds")}))
+    return summary
+
+
+def _write_outputs(cfg: Config, run_dir: Path, tree: dict[str, Any], reason: str, resumed: bool) -> dict[str, Any]:
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    trials = [n for n in nodes.values() if n["parent_id"] is not None and n["status"] in ("succeeded", "failed")]
+    best = nodes.get(tree["best"]) if tree["best"] else None
+    best_dir = run_dir / "best"
+    if best is not None and best["artifacts"].get("model"):
+        shutil.rmtree(best_dir, ignore_errors=True)
+        shutil.copytree(best["artifacts"]["model"], best_dir)
+    events = list(read_events(run_dir / LEDGER_NAME))
+    summary = {
+        "task": cfg.task.name,
+        "base_model": cfg.model.name_or_path,
+        "metric": get_task(cfg.task.name).metric,
+        "base_score": tree["base_score"],
+        "best_score": best["score"] if best else None,
+        "best_node": best["id"] if best else None,
+        "best_beats_base": bool(best and tree["base_score"] is not None and best["score"] > tree["base_score"]),
+        "best_model_dir": str(best_dir) if best_dir.exists() else None,
+        "trials": len(trials),
+        "failed_trials": sum(1 for n in trials if n["status"] == "failed"),
+        "wall_seconds": round(events[-1]["ts"] - events[0]["ts"], 1),
+        "stop_reason": reason,
+        "resumed": resumed,
+        "run_dir": str(run_dir),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

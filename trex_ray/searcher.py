@@ -1,0 +1,111 @@
+"""The bridge between Ray Tune and the tree: Tune asks for trials, the tree supplies nodes.
+
+``TreeSearcher`` runs inside the Tune driver loop, so every call must return quickly: it never
+waits on the Researcher. An expansion is fired as an async actor call and collected on a later
+``suggest``; meanwhile ``suggest`` returns None, which Tune treats as "ask again soon".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+import ray
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+class TreeSearcher(Searcher):
+    def __init__(self, tree_state, researcher, context: dict[str, Any],
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        super().__init__()  # no metric/mode: trials report progress rows without a score
+        self.tree_state, self.researcher, self.context = tree_state, researcher, context
+        self.on_event = on_event or (lambda kind, info: None)
+        self.live: dict[str, str] = {}  # Tune trial id -> node id
+        self._expansion: tuple[str, ray.ObjectRef] | None = None
+        self.finished_reason: str | None = None
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self._collect_expansion()
+        reply = ray.get(self.tree_state.next_node.remote(trial_id))
+        if "node_id" in reply:
+            self.live[trial_id] = reply["node_id"]
+            self.on_event("started", reply)
+            return {"node_id": reply["node_id"], "plan": reply["plan"], "context": self.context}
+        if reply.get("done"):
+            self.finished_reason = reply["reason"]
+            return Searcher.FINISHED
+        if self._expansion is None:
+            begun = ray.get(self.tree_state.begin_expansion.remote())
+            if begun is not None:
+                self._expansion = (begun["node_id"], self.researcher.propose.remote(begun["request"]))
+                self.on_event("expanding", {"node_id": begun["node_id"]})
+            elif reply["running"] == 0:
+                self.finished_reason = "no node left to expand"
+                return Searcher.FINISHED
+        return None
+
+    def _collect_expansion(self) -> None:
+        if self._expansion is None:
+            return
+        parent, ref = self._expansion
+        ready, _ = ray.wait([ref], timeout=0)
+        if not ready:
+            return
+        self._expansion = None
+        try:
+            out = ray.get(ref)
+        except Exception as e:  # a broken Researcher must not stop the search
+            log.warning("expansion of %s failed: %s", parent, e)
+            ray.get(self.tree_state.expansion_failed.remote(parent, f"{type(e).__name__}: {e}"))
+            return
+        ids = ray.get(self.tree_state.add_children.remote(parent, out["plans"], out["source"]))
+        self.on_event("expanded", {"node_id": parent, "children": ids, "source": out["source"]})
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        self.on_event("progress", result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        node_id = self.live.pop(trial_id, None)
+        if node_id is None or error:
+            return  # errors: TrialErrorCallback records them, with the trial's error text
+        phase = (result or {}).get("phase")
+        if phase == "done":
+            result = {**result, **json.loads(result["outcome"])}
+            ray.get(self.tree_state.finish.remote(node_id, result))
+        elif phase == "failed":
+            ray.get(self.tree_state.fail.remote(node_id, result["error"]))
+        else:
+            ray.get(self.tree_state.fail.remote(node_id, f"trial ended without a result (last phase: {phase})"))
+        self.on_event("finished", {"node_id": node_id, **(result or {})})
+
+    # The ledger is the run's durable state; Tune's experiment checkpoints need nothing more.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+class TrialErrorCallback(Callback):
+    """Records a trial that Tune gave up on (after ``max_failures`` retries) as a failed node,
+    with the error Tune stored for it."""
+
+    def __init__(self, tree_state, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.tree_state = tree_state
+        self.on_event = on_event or (lambda kind, info: None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        node_id = trial.config.get("node_id")
+        if node_id is None:
+            return
+        try:
+            err = trial.get_error()
+        except Exception:  # the error file may be unreadable; the failure still counts
+            err = None
+        cause = f"infrastructure: trial failed after {trial.num_failures} attempt(s): {err or 'no error text'}"
+        ray.get(self.tree_state.fail.remote(node_id, cause[-4000:]))
+        self.on_event("finished", {"node_id": node_id, "phase": "failed", "error": cause})

@@ -1,0 +1,161 @@
+"""The run's state: the tree, its ledger and the trial budget, as plain Python.
+
+``TreeState`` (the Ray actor in ``actors.py``) is exactly this class, hosted in one process so
+the tree has a single writer. Every change goes ledger-first: append (durable) then apply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from trex_ray.ledger import LEDGER_NAME, Ledger, read_events
+from trex_ray.plan import Plan
+from trex_ray.policy import ExpansionRequest, TaskSpec, baseline_plan
+from trex_ray.tree import SearchParams, Tree
+
+log = logging.getLogger(__name__)
+
+ROOT_ID = "n0"
+
+
+class SearchState:
+    def __init__(
+        self,
+        run_dir: str,
+        params: SearchParams,
+        task: TaskSpec,
+        defaults: dict[str, Any],
+        max_trials: int,
+        children_per_expansion: int,
+        seed: int = 0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.task, self.defaults, self.seed = task, defaults, seed
+        self.max_trials, self.children_per_expansion = max_trials, children_per_expansion
+        ledger_path = self.run_dir / LEDGER_NAME
+        existing = list(read_events(ledger_path)) if ledger_path.exists() else []
+        self.ledger = Ledger(self.run_dir)
+        self.tree = Tree.replay(existing, params)
+        if existing:
+            self._record({"type": "run_resumed"})
+            # Trials that were running when the run stopped are re-run from their plan: their
+            # node is kept (same id), nothing is duplicated.
+            for node in self.tree.by_status("running"):
+                self._record({"type": "node_requeued", "node_id": node.id})
+        else:
+            self._record({"type": "run_started", "task": task.id, "max_trials": max_trials})
+        self._next_id = 1 + max((int(n[1:]) for n in self.tree.nodes), default=-1)
+        self.expanding: str | None = None
+
+    # ------------------------------------------------------------------ ledger-first changes
+    def _record(self, event: dict[str, Any]) -> dict[str, Any]:
+        event = self.ledger.append(event)
+        self.tree.apply(event)
+        if event["type"] in ("node_finished", "node_failed", "node_pruned"):
+            self.write_tree()
+        return event
+
+    def _plan_node(self, parent_id: str | None, plan: Plan, source: str) -> str:
+        node_id = ROOT_ID if parent_id is None else f"n{self._next_id}"
+        self._next_id = max(self._next_id, int(node_id[1:]) + 1)
+        self._record({"type": "node_planned", "node_id": node_id, "parent_id": parent_id,
+                      "plan": plan.model_dump(mode="json"), "source": source})
+        return node_id
+
+    # ------------------------------------------------------------------ budget
+    def trials_started(self) -> int:
+        """Fine-tuning trials that have run or are running (the baseline is not counted)."""
+        return sum(1 for n in self.tree.nodes.values()
+                   if n.id != ROOT_ID and n.status in ("running", "succeeded", "failed"))
+
+    def trials_left(self) -> int:
+        planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID)
+        return self.max_trials - self.trials_started() - planned
+
+    # ------------------------------------------------------------------ the searcher's calls
+    def next_node(self, trial_id: str) -> dict[str, Any]:
+        """Hand out the oldest planned node and mark it running, or say why there is none:
+        ``{"node_id", "plan"}`` | ``{"wait": True, "running": k}`` | ``{"done": True}``."""
+        if self.tree.root is None:
+            self._plan_node(None, baseline_plan(self.task), "builtin")
+        root = self.tree.root
+        if root.status == "failed":
+            return {"done": True, "reason": f"the baseline failed: {root.failure}"}
+        planned = [n for n in self.tree.by_status("planned")
+                   if n.id == ROOT_ID or self.trials_started() < self.max_trials]
+        if planned:
+            node = min(planned, key=lambda n: int(n.id[1:]))
+            self._record({"type": "node_started", "node_id": node.id, "trial_id": trial_id})
+            return {"node_id": node.id, "plan": node.plan.model_dump(mode="json"), "parent_id": node.parent_id}
+        running = len(self.tree.by_status("running"))
+        if self.trials_started() >= self.max_trials:
+            return {"done": True, "reason": "trial budget spent", "running": running}
+        return {"wait": True, "running": running}
+
+    def begin_expansion(self) -> dict[str, Any] | None:
+        """Select a node by UCT and return the Researcher's request for it, or None when no
+        expansion is possible now (nothing selectable, one in flight, or no budget left)."""
+        if self.expanding is not None or self.trials_left() <= 0:
+            return None
+        node = self.tree.select()
+        if node is None:
+            return None
+        self.expanding = node.id
+        self._record({"type": "expansion", "node_id": node.id})
+        request = ExpansionRequest(
+            task=self.task, memory=self.tree.memory(node.id),
+            n=min(self.children_per_expansion, self.trials_left()), defaults=self.defaults, seed=self.seed,
+        )
+        return {"node_id": node.id, "request": request}
+
+    def add_children(self, parent_id: str, plans: list[dict[str, Any]], source: str) -> list[str]:
+        """Record the Researcher's plans as planned children (each re-validated: it is the last
+        gate before a plan is run)."""
+        self.expanding = None
+        ids = []
+        for raw in plans[: max(self.trials_left(), 0)]:
+            try:
+                plan = Plan.model_validate(raw)
+            except ValueError as e:
+                log.warning("dropping an invalid plan for %s: %s", parent_id, e)
+                continue
+            ids.append(self._plan_node(parent_id, plan, source))
+        return ids
+
+    def expansion_failed(self, parent_id: str, cause: str) -> None:
+        self.expanding = None
+        self._record({"type": "expansion_failed", "node_id": parent_id, "cause": cause[:2000]})
+
+    def finish(self, node_id: str, outcome: dict[str, Any]) -> None:
+        self._record({"type": "node_finished", "node_id": node_id, "score": outcome["score"],
+                      "metrics": outcome["metrics"], "cost": outcome.get("cost"),
+                      "artifacts": outcome.get("artifacts"), "recipe_stats": outcome.get("recipe_stats")})
+
+    def fail(self, node_id: str, cause: str, cost: dict[str, Any] | None = None) -> None:
+        if self.tree.nodes[node_id].is_pending:
+            self._record({"type": "node_failed", "node_id": node_id, "cause": cause[:4000], "cost": cost})
+
+    def close(self, reason: str) -> dict[str, Any]:
+        """End the run: planned nodes that will not run are pruned (kept in the tree as ideas);
+        a node still running lost its trial with the driver's loop and is failed."""
+        for node in self.tree.by_status("running"):
+            self._record({"type": "node_failed", "node_id": node.id, "cause": f"run ended before its trial reported ({reason})"})
+        for node in self.tree.by_status("planned"):
+            self._record({"type": "node_pruned", "node_id": node.id, "reason": reason})
+        self._record({"type": "run_finished", "reason": reason})
+        self.write_tree()
+        self.ledger.close()
+        return self.snapshot()
+
+    # ------------------------------------------------------------------ reads
+    def snapshot(self) -> dict[str, Any]:
+        return self.tree.to_dict()
+
+    def write_tree(self) -> None:
+        tmp = self.run_dir / "tree.json.tmp"
+        tmp.write_text(json.dumps(self.snapshot(), indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, self.run_dir / "tree.json")

@@ -1,0 +1,304 @@
+"""The experiment tree: nodes (plans and their outcomes) and the UCT search over them.
+
+The tree changes only through events (``Tree.apply``): the live run appends each event to the
+ledger and then applies it, and ``Tree.replay`` applies the same events to rebuild the tree after
+a crash, so the two cannot drift apart. No Ray here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Literal
+
+from trex_ray.plan import Plan
+
+Status = Literal["planned", "running", "succeeded", "failed", "pruned"]
+PENDING: tuple[str, ...] = ("planned", "running")
+
+
+@dataclass
+class Cost:
+    wall_seconds: float = 0.0
+    train_samples: int = 0
+    train_tokens: int = 0
+
+
+@dataclass
+class Node:
+    # identity and lineage
+    id: str
+    parent_id: str | None
+    depth: int
+    plan: Plan
+    source: str = "builtin"  # which policy proposed it
+    status: Status = "planned"
+    # outcome
+    metrics: dict[str, float] = field(default_factory=dict)
+    score: float | None = None
+    reward: float | None = None  # (score - base score) / metric range, sign so that higher is better
+    failure: str | None = None
+    diagnosis: str | None = None
+    cost: Cost = field(default_factory=Cost)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    recipe_stats: dict[str, Any] = field(default_factory=dict)
+    # search statistics (visits and value include the whole subtree)
+    visits: int = 0
+    value_sum: float = 0.0
+    pending: int = 0  # planned or running nodes below (and including) this one: the virtual loss
+    expansions: int = 0
+    children: list[str] = field(default_factory=list)
+    # bookkeeping
+    trial_id: str | None = None
+    attempts: int = 0
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def value(self) -> float:
+        return self.value_sum / self.visits if self.visits else 0.0
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status in PENDING
+
+    def summary(self) -> dict[str, Any]:
+        """What a Researcher needs to know about a node, in a few fields."""
+        return {
+            "id": self.id,
+            "parent": self.parent_id,
+            "direction": self.plan.direction,
+            "knobs": self.plan.knobs(),
+            "rationale": self.plan.rationale[:300],
+            "status": self.status,
+            "score": self.score,
+            "reward": None if self.reward is None else round(self.reward, 4),
+            "failure": self.failure,
+            "diagnosis": self.diagnosis,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["plan"] = self.plan.model_dump(mode="json")
+        return d
+
+
+@dataclass
+class SearchParams:
+    """Knobs of the tree policy (copied from ``SearchConfig``; see there for meanings)."""
+
+    exploration: float = 1.0
+    virtual_loss: float = 1.0
+    failure_reward: float = -0.5
+    max_expansions: int = 2
+    max_depth: int = 8
+    higher_is_better: bool = True
+    metric_range: float = 1.0
+
+
+class Tree:
+    def __init__(self, params: SearchParams | None = None) -> None:
+        self.params = params or SearchParams()
+        self.nodes: dict[str, Node] = {}
+        self.root_id: str | None = None
+        self.last_seq = 0
+
+    # ------------------------------------------------------------------ events
+    def apply(self, ev: dict[str, Any]) -> None:
+        """Apply one ledger event. Deterministic: the same events give the same tree."""
+        kind, ts = ev["type"], ev.get("ts")
+        self.last_seq = max(self.last_seq, int(ev.get("seq", 0)))
+        if kind == "node_planned":
+            parent = self.nodes.get(ev["parent_id"]) if ev["parent_id"] else None
+            node = Node(
+                id=ev["node_id"], parent_id=ev["parent_id"], depth=parent.depth + 1 if parent else 0,
+                plan=Plan.model_validate(ev["plan"]), source=ev.get("source", "builtin"), created_at=ts,
+            )
+            self.nodes[node.id] = node
+            if parent is None:
+                self.root_id = node.id
+            else:
+                parent.children.append(node.id)
+            self._add_pending(node, +1)
+        elif kind == "expansion":
+            self.nodes[ev["node_id"]].expansions += 1
+        elif kind == "node_started":
+            node = self.nodes[ev["node_id"]]
+            node.status, node.trial_id, node.started_at = "running", ev.get("trial_id"), ts
+            node.attempts += 1
+        elif kind == "node_requeued":
+            self.nodes[ev["node_id"]].status = "planned"
+        elif kind == "node_finished":
+            node = self.nodes[ev["node_id"]]
+            self._finish(node, "succeeded", ev, ts)
+            node.metrics, node.score = dict(ev["metrics"]), float(ev["score"])
+            node.recipe_stats = dict(ev.get("recipe_stats") or {})
+            if node.id == self.root_id:
+                node.reward = 0.0
+                self._rescore_all()
+            else:
+                node.reward = self._reward(node.score)
+            self._backprop(node, node.reward if node.reward is not None else 0.0)
+        elif kind == "node_failed":
+            node = self._finish(self.nodes[ev["node_id"]], "failed", ev, ts)
+            node.failure = ev.get("cause", "unknown")
+            self._backprop(node, self.params.failure_reward)
+        elif kind == "node_pruned":
+            node = self._finish(self.nodes[ev["node_id"]], "pruned", ev, ts)
+            node.failure = ev.get("reason")
+        elif kind == "node_diagnosed":
+            self.nodes[ev["node_id"]].diagnosis = ev["diagnosis"]
+        # run_* and other informational events leave the tree unchanged
+
+    @classmethod
+    def replay(cls, events: Iterable[dict[str, Any]], params: SearchParams | None = None) -> "Tree":
+        tree = cls(params)
+        for ev in events:
+            tree.apply(ev)
+        return tree
+
+    def _finish(self, node: Node, status: Status, ev: dict, ts: float | None) -> Node:
+        if node.is_pending:
+            self._add_pending(node, -1)
+        node.status, node.finished_at = status, ts
+        if ev.get("cost"):
+            node.cost = Cost(**ev["cost"])
+        if ev.get("artifacts"):
+            node.artifacts = dict(ev["artifacts"])
+        return node
+
+    def _add_pending(self, node: Node, delta: int) -> None:
+        for n in self.path(node.id):
+            n.pending += delta
+
+    def _backprop(self, node: Node, reward: float) -> None:
+        for n in self.path(node.id):
+            n.visits += 1
+            n.value_sum += reward
+
+    def _reward(self, score: float | None) -> float | None:
+        base = self.base_score
+        if score is None or base is None:
+            return None
+        sign = 1.0 if self.params.higher_is_better else -1.0
+        return sign * (score - base) / self.params.metric_range
+
+    def _rescore_all(self) -> None:
+        """The base score arrived: give every already-finished node its reward (rare: only when a
+        child finished before the root's baseline did)."""
+        for n in self.nodes.values():
+            if n.status == "succeeded" and n.id != self.root_id and n.reward is None:
+                n.reward = self._reward(n.score)
+                self._backprop(n, n.reward or 0.0)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def root(self) -> Node | None:
+        return self.nodes.get(self.root_id) if self.root_id else None
+
+    @property
+    def base_score(self) -> float | None:
+        root = self.root
+        return root.score if root is not None and root.status == "succeeded" else None
+
+    def path(self, node_id: str) -> list[Node]:
+        """Nodes from ``node_id`` up to the root (inclusive both ends)."""
+        out, cur = [], self.nodes.get(node_id)
+        while cur is not None:
+            out.append(cur)
+            cur = self.nodes.get(cur.parent_id) if cur.parent_id else None
+        return out
+
+    def children(self, node: Node) -> list[Node]:
+        return [self.nodes[c] for c in node.children]
+
+    def by_status(self, *status: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.status in status]
+
+    def best(self, trained_only: bool = True) -> Node | None:
+        done = [n for n in self.by_status("succeeded") if not (trained_only and n.id == self.root_id)]
+        if not done:
+            return None
+        sign = 1.0 if self.params.higher_is_better else -1.0
+        # ties go to the earlier node: it was found first and cost no more
+        return max(done, key=lambda n: (sign * (n.score or 0.0), -n.depth, -(n.created_at or 0.0)))
+
+    # ------------------------------------------------------------------ selection
+    def uct(self, q: float, n: int, parent_n: int) -> float:
+        if n <= 0:
+            return math.inf
+        return q + self.params.exploration * math.sqrt(math.log(max(parent_n, 1)) / n)
+
+    def _virtual_q(self, node: Node) -> float:
+        """Mean reward with each pending trial below counted as a loss, so parallel selections
+        spread over the tree instead of all piling onto the branch that is already busy."""
+        n = node.visits + node.pending
+        return (node.value_sum - self.params.virtual_loss * node.pending) / n if n else 0.0
+
+    def can_expand(self, node: Node) -> bool:
+        return (
+            node.status == "succeeded"
+            and node.depth < self.params.max_depth
+            and node.expansions < self.params.max_expansions
+        )
+
+    def _has_frontier(self, node: Node) -> bool:
+        return self.can_expand(node) or any(
+            self._has_frontier(k) for k in self.children(node) if k.status == "succeeded"
+        )
+
+    def select(self) -> Node | None:
+        """UCT descent from the root to the node to expand next, or None if nothing can be.
+
+        At each node the choice is between expanding it (again) and descending into one of its
+        succeeded children; expanding a never-expanded node always wins (an unvisited option),
+        re-expanding competes with the node's own reward, children with their virtual-loss
+        adjusted mean reward.
+        """
+        node = self.root
+        if node is None or node.status != "succeeded":
+            return None
+        while True:
+            parent_n = node.visits + node.pending
+            options: list[tuple[float, Node | None]] = []
+            if self.can_expand(node):
+                options.append((self.uct(node.reward or 0.0, node.expansions, parent_n), None))
+            for kid in self.children(node):
+                if kid.status == "succeeded" and self._has_frontier(kid):
+                    options.append((self.uct(self._virtual_q(kid), kid.visits + kid.pending, parent_n), kid))
+            if not options:
+                return None
+            _, choice = max(options, key=lambda o: o[0])
+            if choice is None:
+                return node
+            node = choice
+
+    # ------------------------------------------------------------------ memory
+    def memory(self, node_id: str, max_siblings: int = 6, max_key_nodes: int = 6) -> dict[str, Any]:
+        """The Researcher's compressed view of the tree around ``node_id``: the path from the
+        root, the node's existing children and siblings, and the tree's key nodes (largest gains
+        and instructive failures)."""
+        node = self.nodes[node_id]
+        path = list(reversed(self.path(node_id)))
+        siblings = [s for s in (self.children(self.nodes[node.parent_id]) if node.parent_id else []) if s.id != node_id]
+        scored = sorted(self.by_status("succeeded"), key=lambda n: -(n.reward or 0.0))
+        failed = sorted(self.by_status("failed"), key=lambda n: -(n.finished_at or 0.0))
+        key = scored[: max_key_nodes - max_key_nodes // 3] + failed[: max_key_nodes // 3]
+        return {
+            "node": node.summary() | {"plan": node.plan.model_dump(mode="json")},
+            "path": [n.summary() for n in path],
+            "children": [c.summary() | {"plan": c.plan.model_dump(mode="json")} for c in self.children(node)],
+            "siblings": [s.summary() for s in siblings[:max_siblings]],
+            "key_nodes": [n.summary() for n in key],
+            "base_score": self.base_score,
+            "best_score": (b.score if (b := self.best()) else None),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root_id,
+            "base_score": self.base_score,
+            "best": (b.id if (b := self.best()) else None),
+            "nodes": [n.to_dict() for n in self.nodes.values()],
+        }

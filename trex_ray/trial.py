@@ -1,0 +1,56 @@
+"""The Ray Tune trainable: one trial = one node's plan, run by ``executor.execute``.
+
+A plan's own failure (bad data, out of memory, a crash in training) is caught and reported as a
+``failed`` result, so Tune does not retry it blindly and the cause reaches the node. Only an
+infrastructure failure (the worker process or its node dies) surfaces as a Tune trial error,
+which ``FailureConfig`` retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from typing import Any
+
+from ray import tune
+
+from trex_ray.executor import TrialContext, execute
+from trex_ray.plan import parse_plan
+
+log = logging.getLogger(__name__)
+
+# Progress lines are throttled: Tune stores every report, and a step's loss every 0.1 s is noise.
+REPORT_EVERY_S = 2.0
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    ctx = TrialContext(**config["context"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(ctx.threads))
+    node_id = config["node_id"]
+    last = [0.0]
+
+    def progress(update: dict[str, Any]) -> None:
+        now = time.time()
+        final_step = update.get("phase") == "train" and update.get("step") == update.get("max_steps")
+        if now - last[0] >= REPORT_EVERY_S or final_step or update.get("phase") == "data":
+            last[0] = now
+            tune.report({"node_id": node_id, **update})
+
+    try:
+        plan = parse_plan(config["plan"])
+        outcome = execute(plan, node_id, ctx, progress)
+    except Exception as e:  # the plan's own failure: record it, do not retry
+        log.warning("node %s failed: %s", node_id, e)
+        tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],
+                     "traceback": traceback.format_exc()[-4000:]})
+        return
+    # Tune flattens nested result dicts for searchers; the outcome travels as one JSON string.
+    tune.report({"node_id": node_id, "phase": "done", "score": outcome["score"], "outcome": json.dumps(outcome)})
