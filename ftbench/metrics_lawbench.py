@@ -58,7 +58,7 @@ def _lcs_len(x: list[str], y: list[str]) -> int:
 
 def rouge_l_zh(hyp: str, ref: str) -> float:
     """ROUGE-L F of LawBench's ``compute_rouge``: both texts jieba-tokenised and space-joined, an
-    empty hypothesis replaced by "无内容", then ``rouge_chinese`` ROUGE-L: its sentences are split,
+    empty hypothesis replaced by "无内容" (one untokenised word, so it matches nothing), then ``rouge_chinese`` ROUGE-L: its sentences are split,
     whitespace-normalised and flattened into words (split on single spaces), and
     F = 2PR/(P+R+1e-8) with P, R = LCS / hypothesis, reference length. An empty reference (which
     makes rouge_chinese raise) scores 0."""

@@ -254,8 +254,10 @@ def _has_stored_dev(task: Task, paths: dict) -> bool:
 
 
 def _carved_ids(task: Task, train: list[dict]) -> list[str]:
+    """Ids of the train rows that form dev: ``dev_from_train`` of them, but never more than a
+    fifth of a small train set, so training data is left."""
     ids = sorted((str(r["id"]) for r in train), key=lambda i: _carve_rank(task, i))
-    return ids[: task.dev_from_train]
+    return ids[: min(task.dev_from_train, len(ids) // 5)]
 
 
 def load_split(
@@ -278,10 +280,13 @@ def load_split(
     carved = task.dev_from_train > 0 and not _has_stored_dev(task, paths)
     if split == "dev" and carved:
         train = _stored_split(task, "train", paths) or []
+        check_rows(task, train, "train")
         by_id = {str(r["id"]): r for r in train}
         rows = [by_id[i] for i in _carved_ids(task, train)]
     else:
         rows = _stored_split(task, split, paths)
+        if rows is not None:
+            check_rows(task, rows, split)
         if split == "train" and carved and rows:
             held = set(_carved_ids(task, rows))
             rows = [r for r in rows if str(r["id"]) not in held]

@@ -8,8 +8,6 @@ resumable and testable.
 
 from __future__ import annotations
 
-import hashlib
-import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,17 +56,17 @@ def baseline_plan(task: TaskSpec) -> Plan:
     )
 
 
-def first_plan(task: TaskSpec, defaults: dict[str, Any]) -> Plan:
+def first_plan(task: TaskSpec, defaults: dict[str, Any], seed: int = 0) -> Plan:
     """The default fine-tune: the configured method and knobs on ``train_samples`` rows."""
     d = defaults
     training = TrainingConfig(
-        method=d["method"], learning_rate=d["learning_rate"] if d["method"] == "lora" else d["learning_rate"] / 10,
+        method=d["method"], learning_rate=d["learning_rate"],
         num_epochs=d["num_epochs"], batch_size=d["batch_size"], grad_accum=d["grad_accum"],
-        max_seq_length=d["max_seq_length"], lora_r=d["lora_r"], lora_alpha=2 * d["lora_r"],
+        max_seq_length=d["max_seq_length"], lora_r=d["lora_r"], lora_alpha=2 * d["lora_r"], seed=seed,
     )
     n = min(d["train_samples"], d["max_train_samples"], task.train_rows)
     recipe = Recipe(steps=[
-        LoadOp(), SubsampleOp(n=n, seed=0),
+        LoadOp(), SubsampleOp(n=n, seed=seed),
         FormatOp(prompt=task.prompt_template, completion=task.completion_template),
     ])
     return Plan(direction="method", rationale=f"Default {d['method']} fine-tune on {n} examples.",
@@ -117,14 +115,13 @@ class BuiltinPolicy:
         mem, task, d = request.memory, request.task, request.defaults
         node_plan = Plan.model_validate(mem["node"]["plan"])
         seen = {Plan.model_validate(c["plan"]).model_dump_json(exclude={"rationale", "direction"}) for c in mem["children"]}
-        rng = random.Random(int(hashlib.sha256(f"{request.seed}|{mem['node']['id']}|{len(seen)}".encode()).hexdigest(), 16) % 2**32)
-        base = node_plan if node_plan.training is not None else first_plan(task, d)
+        base = node_plan if node_plan.training is not None else first_plan(task, d, request.seed)
         candidates = [] if node_plan.training is not None else [base]
         gains = direction_gains(mem)
         # helpful directions first, untried ones next (in expert order), harmful ones last
         order = sorted(PREFERENCE, key=lambda x: (-gains.get(x, 0.0), x in gains, PREFERENCE.index(x)))
         for direction in order:
-            candidates += self._variants(direction, base, task, d, gains.get(direction), rng)
+            candidates += self._variants(direction, base, task, d, gains.get(direction))
         out: list[Plan] = []
         for plan in candidates:
             key = plan.model_dump_json(exclude={"rationale", "direction"})
@@ -136,8 +133,7 @@ class BuiltinPolicy:
         rest = [p for p in out if p not in first]
         return (first + rest)[: request.n]
 
-    def _variants(self, direction: str, p: Plan, task: TaskSpec, d: dict, gain: float | None,
-                  rng: random.Random) -> list[Plan]:
+    def _variants(self, direction: str, p: Plan, task: TaskSpec, d: dict, gain: float | None) -> list[Plan]:
         t = p.training
         assert t is not None
         n = p.recipe.sample_cap or task.train_rows

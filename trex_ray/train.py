@@ -59,7 +59,7 @@ def fine_tune(
     the saved copy (adapter or full weights, plus tokenizer) is in ``out_dir/model``.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     t0 = time.time()
@@ -110,6 +110,7 @@ def fine_tune(
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                          peft_config=peft_config, callbacks=[_Report()])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the live view reports progress
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     result = trainer.train()
     model_dir = out / "model"

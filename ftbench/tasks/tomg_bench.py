@@ -26,6 +26,7 @@ so dev is judged like test; rows whose constraints cannot be read are reported a
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from ftbench.metrics import mean
 from ftbench.metrics_chem import ATOMIC_NUMBERS, BOND_TYPES, FUNCTIONAL_GROUPS, GROUP_SMARTS, tomg_extract_smiles, tomg_judge
@@ -49,8 +50,9 @@ def score(generations: list[str], rows: list[dict]) -> dict[str, float]:
     per: dict[str, dict[str, list]] = {}
     unscorable = 0
     for g, r in zip(generations, rows):
-        constraints = r.get("constraints", r["reference"])
-        if not isinstance(constraints, dict):  # a training row whose instruction could not be read
+        ref = r["reference"]
+        constraints = ref if isinstance(ref, dict) else constraints_from_instruction(r["subtask"], r["prompt"], ref)
+        if constraints is None:  # a training row whose instruction could not be read
             unscorable += 1
             continue
         valid, ok, sim = tomg_judge(r["subtask"], constraints, parse(g))
@@ -102,9 +104,11 @@ def _molecule_in(text: str) -> str | None:
     return m.group(1).rstrip(".,") if m else None
 
 
+@lru_cache(maxsize=65536)
 def constraints_from_instruction(subtask: str, instruction: str, target: str) -> dict | None:
     """The benchmark-style constraints of an OpenMolIns training row, read from its instruction,
-    so that dev rows carved from train are judged like test rows. Kept only when the row's own
+    so that dev rows carved from train are judged like test rows (computed when scored, not at
+    load time: 18,000 RDKit checks would slow every load). Kept only when the row's own
     target molecule satisfies them: that rejects both misreadings and the rows whose instruction
     and target disagree (OpenMolIns has some, e.g. a SMILES where the group name should be)."""
     low = instruction.lower()
@@ -129,7 +133,7 @@ def constraints_from_instruction(subtask: str, instruction: str, target: str) ->
             return None
         rest = instruction.replace(molecule, " ")
         groups = [g for _, g in sorted((m.start(), g) for g in _GROUP_NAMES for m in re.finditer(rf"\b{g}\b", rest))]
-        groups = [g for i, g in enumerate(groups) if not any(g in h and g != h for h in groups)]  # "benzene ring" in "benzene rings"
+        groups = [g for g in groups if not any(g in h and g != h for h in groups)]  # "benzene ring" in "benzene rings"
         if subtask == "AddComponent" and len(groups) == 1:
             ref = {"molecule": molecule, "added_group": groups[0]}
         elif subtask == "DelComponent" and len(groups) == 1:
@@ -149,14 +153,11 @@ def constraints_from_instruction(subtask: str, instruction: str, target: str) ->
 
 
 def normalize(row: dict) -> dict:
-    """Uniform rows pass through; raw hub/CSV rows (benchmark configs or OpenMolIns) are mapped.
-    Training rows get ``constraints`` read from their instruction (None when unreadable)."""
-    if "SubTask" in row:  # raw OpenMolIns training row
-        row = {"id": row["id"], "subtask": row["SubTask"], "prompt": row["Instruction"], "reference": row["molecule"]}
+    """Uniform rows pass through; raw hub/CSV rows (benchmark configs or OpenMolIns) are mapped."""
     if "prompt" in row and "reference" in row and "subtask" in row:
-        if isinstance(row["reference"], str) and "constraints" not in row:
-            row = {**row, "constraints": constraints_from_instruction(row["subtask"], row["prompt"], row["reference"])}
         return row
+    if "SubTask" in row:  # OpenMolIns training row
+        return {"id": row["id"], "subtask": row["SubTask"], "prompt": row["Instruction"], "reference": row["molecule"]}
     subtask = row["subtask"]
     return {"id": row["id"], "task": SUBTASKS[subtask], "subtask": subtask, "prompt": row["Instruction"],
             "reference": _reference(subtask, row)}

@@ -143,3 +143,19 @@ def test_omebench_parse_and_malformed_outputs():
     assert omes_reaction([{"step": 1}], gold) == zero  # a step without subtype/SMILES
     assert omes_reaction([{"subtype": "a", "intermediate_smiles": None}], gold) == zero
     assert omes_reaction(steps, gold)["S_total"] == 1.0
+
+
+def test_tomg_training_rows_get_constraints_checked_against_their_target():
+    read = tomg_bench.constraints_from_instruction
+    assert read("AtomNum", "Please generate a molecule composed of 2 carbon atoms and 1 oxygen atom.", "CCO") == atoms(carbon=2, oxygen=1)
+    assert read("AtomNum", "Please generate a molecule composed of 3 carbon atoms.", "CCO") is None  # target disagrees
+    assert read("BondNum", "A molecule with 3 single bonds and 1 rotatable bond.", "CCCC") == bonds(single=3, rotatable=1)
+    assert read("SubComponent", "Modify the molecule CCCl by replacing a halo by hydroxyl.", "CCO") == {
+        "molecule": "CCCl", "removed_group": "halo", "added_group": "hydroxyl"}
+    assert read("AddComponent", "Add a benzene ring to the molecule CC.", "Cc1ccccc1") == {
+        "molecule": "CC", "added_group": "benzene ring"}
+    assert read("DelComponent", "Modify the molecule OCCO by removing a CCO.", "CCO") is None  # SMILES for a group name
+    assert read("LogP", "Modify the molecule CCCCCC to have a lower LogP value.", "CCO")["direction"] == "decrease"
+    row = {"id": "t", "subtask": "AtomNum", "prompt": "1 carbon atom.", "reference": "C"}
+    assert tomg_bench.score(["C", "CC"], [row, {**row, "prompt": "make something"}]) == {
+        "success_rate_AtomNum": 1.0, "validity_AtomNum": 1.0, "success_rate": 1.0, "validity": 1.0, "n_unscorable": 1.0}

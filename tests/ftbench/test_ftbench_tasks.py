@@ -161,3 +161,12 @@ def test_hub_only_tasks_fail_cleanly_without_data(task_id):
     with pytest.raises(TaskDataError) as e:
         load_split(get_task(task_id), "test")
     assert task_id in str(e.value)
+
+
+def test_tomg_dev_carved_from_train_is_judged_like_test(shared_data):
+    task = get_task("tomg_bench")
+    dev = load_split(task, "dev", {"data_dir": str(shared_data / "tomg_bench")})
+    gold = task.score([task.format_completion(r) for r in dev], dev)
+    assert gold["success_rate"] == 1.0  # every scorable row's own target satisfies its constraints
+    assert gold["n_unscorable"] < 0.25 * len(dev)
+    assert task.score(["CCO"] * len(dev), dev)["success_rate"] < 0.5
