@@ -10,6 +10,7 @@ from typing import Any
 
 import ray
 
+from trex_ray.llm_researcher import LLMResearcher
 from trex_ray.policy import BuiltinPolicy, ExpansionRequest
 from trex_ray.state import SearchState
 
@@ -18,14 +19,25 @@ from trex_ray.state import SearchState
 TreeState = ray.remote(num_cpus=0, max_restarts=0)(SearchState)
 
 
-@ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)
-class Researcher:
-    """Proposes children of a node. Stateless, so Ray may restart it and retry a call freely."""
+class ResearcherCore:
+    """Proposes children of a node. Its only state is the LLM spend and the requirement spec,
+    both kept in the run directory, so Ray may restart it and retry a call freely."""
 
-    def __init__(self, policy: str = "builtin") -> None:
-        self.policy = BuiltinPolicy()
+    def __init__(self, policy: str = "builtin", llm_config: dict[str, Any] | None = None,
+                 run_dir: str | None = None) -> None:
         self.name = policy
+        self.llm = LLMResearcher(llm_config, run_dir) if policy == "llm" else None
+        self.policy = BuiltinPolicy()
 
     def propose(self, request: ExpansionRequest) -> dict[str, Any]:
-        plans = self.policy.propose(request)
-        return {"plans": [p.model_dump(mode="json") for p in plans], "source": self.name}
+        """``{"plans", "source"}``, plus for the LLM policy ``note`` (why it fell back, or the
+        direction it chose) and ``usage`` (tokens and cost of this expansion)."""
+        if self.llm is None:
+            plans = self.policy.propose(request)
+            return {"plans": [p.model_dump(mode="json") for p in plans], "source": self.name}
+        out = self.llm.propose_detailed(request)
+        return {"plans": [p.model_dump(mode="json") for p in out.plans], "source": out.source,
+                "note": out.note, "usage": out.usage}
+
+
+Researcher = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(ResearcherCore)

@@ -39,6 +39,9 @@ class TaskConfig(_Section):
     """File overriding the test split (scored only for the final report)."""
     dev_limit: int = Field(200, ge=1)
     """Dev examples scored per trial; every trial scores the same ones."""
+    test_limit: int = Field(200, ge=0)
+    """Test examples scored once at the end, for the best node and the base model (0: skip).
+    Reported beside the dev scores, never used to choose a node."""
 
     def paths(self) -> dict[str, str | None]:
         return {"data_dir": self.data_dir, "train": self.train_path, "dev": self.dev_path, "test": self.test_path}
@@ -74,8 +77,9 @@ class SearchConfig(_Section):
     """Times one node may be expanded."""
     max_depth: int = Field(8, ge=1)
     """Deepest node that may still be expanded."""
-    policy: Literal["builtin"] = "builtin"
-    """Who proposes plans: builtin (expert rules, no LLM)."""
+    policy: Literal["builtin", "llm"] = "builtin"
+    """Who proposes plans: builtin (expert rules, no LLM) or llm (the [llm] section's model,
+    falling back to the builtin rules per expansion when it fails or its budget is spent)."""
     seed: int = 0
     """Seed for the policy's choices."""
 
@@ -105,13 +109,63 @@ class TrainConfig(_Section):
     """Generation batch size for dev evaluation."""
 
 
+class LLMConfig(_Section):
+    """The LLM Researcher's OpenAI-compatible endpoint (used when search.policy=llm)."""
+
+    base_url: str | None = None
+    """OpenAI-compatible API root, e.g. http://127.0.0.1:8012/v1; unset: no LLM."""
+    model: str | None = None
+    """Model name the endpoint serves."""
+    api_key_env: str | None = None
+    """NAME of the environment variable holding the API key (the key itself never goes in a
+    config file); unset: the endpoint needs no key."""
+    temperature: float = Field(0.2, ge=0, le=2)
+    """Sampling temperature."""
+    max_tokens: int = Field(1500, ge=16)
+    """Most tokens one answer may have."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Seconds one request may take before it counts as failed (and is retried)."""
+    max_retries: int = Field(3, ge=0, le=10)
+    """Retries of a request that timed out or got 429/5xx, with exponential backoff."""
+    retry_backoff_s: float = Field(1.0, ge=0)
+    """First backoff delay; each retry doubles it."""
+    structured_output: Literal["json_schema", "llama_cpp", "none"] = "json_schema"
+    """How to ask for schema-constrained JSON: json_schema (OpenAI, vLLM), llama_cpp
+    (llama-cpp-python's json_object+schema) or none (JSON parsed from plain text)."""
+    max_prompt_tokens: int = Field(3000, ge=200)
+    """Token budget (estimated) of the tree memory and task context put in a prompt."""
+    price_per_1k_input: float = Field(0.0, ge=0)
+    """Cost per 1000 prompt tokens, for the spend budget."""
+    price_per_1k_output: float = Field(0.0, ge=0)
+    """Cost per 1000 completion tokens, for the spend budget."""
+    max_cost: float | None = Field(None, ge=0)
+    """LLM spend budget of the run; once spent, the builtin rules propose. Unset: no limit."""
+    concurrency: int = Field(2, ge=1)
+    """Requests to the endpoint at once."""
+
+
 class ResourcesConfig(_Section):
     """What one trial reserves on the cluster, and how failures are retried."""
+
+    def trial_resources(self):
+        from trex_ray.plan import TrialResources
+
+        return TrialResources(num_workers=self.num_workers, gpus_per_worker=self.gpus_per_trial,
+                              cpus_per_worker=self.cpus_per_trial, zero_stage=self.zero_stage, offload=self.offload)
 
     cpus_per_trial: float = Field(1.0, gt=0)
     """CPUs reserved per trial (also its torch thread count, rounded down, at least 1)."""
     gpus_per_trial: float = Field(0.0, ge=0)
     """GPUs reserved per trial (0 on CPU machines)."""
+    num_workers: int = Field(1, ge=1)
+    """Training workers per trial; more than 1 trains with DeepSpeed through Ray Train, each
+    worker reserving cpus_per_trial and gpus_per_trial."""
+    zero_stage: Literal[0, 2, 3] = 0
+    """DeepSpeed ZeRO stage of multi-worker trials (0: plain data parallel; configs in cluster/deepspeed/)."""
+    offload: bool = False
+    """Offload optimizer state (and at stage 3 the weights) to CPU memory."""
+    gpu_memory_gb: float = Field(80.0, ge=0)
+    """Memory of one GPU; plans estimated not to fit fail before any GPU time (0: no check)."""
     max_failures: int = Field(1, ge=0)
     """Retries of a trial after an infrastructure failure (lost worker or node). A plan's own
     errors (bad data, out of memory) are recorded on its node, never retried."""
@@ -130,6 +184,8 @@ class RunConfig(_Section):
     """CPUs of an embedded local Ray (default: all)."""
     log_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
     """Console log level."""
+    export_merged: bool = False
+    """Also save the best LoRA node merged into its base model (safetensors) under best/merged/."""
 
 
 class Config(_Section):
@@ -139,6 +195,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 

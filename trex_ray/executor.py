@@ -17,7 +17,6 @@ from ftbench.evaluate import evaluate, load_model
 from ftbench.task import load_split
 from ftbench.tasks import get_task
 from trex_ray.plan import Plan
-from trex_ray.recipe import build_recipe
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,8 @@ class TrialContext:
     dev_limit: int
     eval_batch_size: int = 32
     threads: int = 1
+    resources: dict[str, Any] | None = None  # TrialResources of plans that set none
+    max_failures: int = 1  # worker-group restarts of a multi-worker trial
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +72,9 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         model, tok = load_model(model_path, trust_remote_code=trust)
     else:
         report({"phase": "data"})
-        dataset, stats = build_recipe(plan.recipe, task, ctx.paths)
+        from trex_ray.recipes.build import build_recipe  # datasets is heavy: import on the worker only
+
+        dataset, stats = build_recipe(plan.recipe, task, ctx.paths, Path(ctx.run_dir) / "recipe_cache", num_proc=ctx.threads)
         report({"phase": "train", "step": 0, "rows": len(dataset)})
 
         def on_log(entry: dict[str, Any]) -> None:

@@ -45,6 +45,13 @@ def check_model(cfg: ModelConfig) -> None:
         raise ConfigError(f"model path {name} {what}")
 
 
+def builtin_model_dir(cfg: ModelConfig) -> str | None:
+    """The converted builtin model's folder, without converting; None for other models."""
+    if cfg.name_or_path != BUILTIN_MODEL:
+        return None
+    return str(Path(cfg.cache_dir).expanduser() / CONVERTED_NAME)
+
+
 def resolve_model(cfg: ModelConfig) -> str:
     """A from_pretrained path or id for the configured model (converting the builtin once)."""
     if cfg.name_or_path != BUILTIN_MODEL:

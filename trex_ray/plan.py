@@ -6,10 +6,14 @@ unknown fields are rejected: a plan that validates is safe to act on.
 
 from __future__ import annotations
 
-import string
-from typing import Annotated, Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# The recipe vocabulary lives with the recipe package; Plan embeds it, so Plan stays the one schema.
+from trex_ray.recipes.ops import (  # noqa: F401  (re-exported)
+    FormatOp, LoadOp, Recipe, RecipeStep, SubsampleOp, template_fields,
+)
 
 Direction = Literal["baseline", "more_data", "data_quality", "hyperparameters", "method", "prompt_format"]
 DIRECTIONS: tuple[str, ...] = Direction.__args__  # type: ignore[attr-defined]
@@ -17,83 +21,6 @@ DIRECTIONS: tuple[str, ...] = Direction.__args__  # type: ignore[attr-defined]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def template_fields(template: str) -> list[str]:
-    """Column names a template uses. Only bare ``{name}`` fields are allowed: attribute and
-    index access (``{x.__class__}``), conversions and format specs could reach Python objects,
-    and templates come from untrusted LLM output."""
-    names = []
-    for _, name, spec, conv in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if not name.isidentifier() or spec or conv:
-            raise ValueError(f"template field {{{name}}} is not a plain column name")
-        names.append(name)
-    return names
-
-
-class LoadOp(_Strict):
-    """Load rows. ``source`` is ``task:train`` (the task's train split) or a local
-    JSONL/Parquet/CSV file path."""
-
-    op: Literal["load"] = "load"
-    source: str = Field("task:train", min_length=1, max_length=1000)
-
-
-class SubsampleOp(_Strict):
-    """Keep ``n`` rows chosen by a seeded shuffle (all rows when fewer exist)."""
-
-    op: Literal["subsample"] = "subsample"
-    n: int = Field(ge=1, le=50_000_000)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-
-
-class FormatOp(_Strict):
-    """Map each row to a prompt/completion pair through two templates over its columns."""
-
-    op: Literal["format"] = "format"
-    prompt: str = Field(min_length=1, max_length=8000)
-    completion: str = Field(min_length=1, max_length=2000)
-
-    @field_validator("prompt", "completion")
-    @classmethod
-    def _plain_fields(cls, v: str) -> str:
-        template_fields(v)
-        return v
-
-
-RecipeStep = Annotated[Union[LoadOp, SubsampleOp, FormatOp], Field(discriminator="op")]
-
-
-class Recipe(_Strict):
-    """An ordered list of data operations; the first loads, exactly one formats.
-
-    Decontamination against the task's dev and test sets runs after the steps unless turned
-    off here, and the report states it whenever it is off.
-    """
-
-    steps: list[RecipeStep] = Field(min_length=2, max_length=32)
-    decontaminate: bool = True
-    decontaminate_ngram: int = Field(13, ge=4, le=64)
-
-    @model_validator(mode="after")
-    def _shape(self) -> "Recipe":
-        if not isinstance(self.steps[0], LoadOp):
-            raise ValueError("the first step must be a load")
-        formats = [s for s in self.steps if isinstance(s, FormatOp)]
-        if len(formats) != 1:
-            raise ValueError(f"a recipe needs exactly one format step, got {len(formats)}")
-        return self
-
-    @property
-    def format(self) -> FormatOp:
-        return next(s for s in self.steps if isinstance(s, FormatOp))
-
-    @property
-    def sample_cap(self) -> int | None:
-        caps = [s.n for s in self.steps if isinstance(s, SubsampleOp)]
-        return min(caps) if caps else None
 
 
 class TrainingConfig(_Strict):
@@ -124,6 +51,21 @@ class TrainingConfig(_Strict):
         return v
 
 
+class TrialResources(_Strict):
+    """What one trial runs on. One worker trains in the trial's own process; several workers (or
+    a ZeRO stage) train with DeepSpeed through Ray Train, packed onto as few nodes as fit."""
+
+    num_workers: int = Field(1, ge=1, le=1024)
+    gpus_per_worker: float = Field(0.0, ge=0, le=16)
+    cpus_per_worker: float = Field(1.0, gt=0, le=512)
+    zero_stage: Literal[0, 2, 3] = 0
+    offload: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        return self.num_workers > 1 or self.zero_stage > 0
+
+
 class Plan(_Strict):
     """One experiment: a direction from the search vocabulary, why, the data and the training.
 
@@ -134,6 +76,7 @@ class Plan(_Strict):
     rationale: str = Field("", max_length=4000)
     recipe: Recipe
     training: TrainingConfig | None = None
+    resources: TrialResources | None = None  # None: the run's defaults (config section resources)
 
     @model_validator(mode="after")
     def _baseline_has_no_training(self) -> "Plan":

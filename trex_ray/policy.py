@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from trex_ray.plan import FormatOp, LoadOp, Plan, Recipe, SubsampleOp, TrainingConfig
+from trex_ray.plan import FormatOp, LoadOp, Plan, Recipe, SubsampleOp, TrainingConfig, template_fields
+from trex_ray.recipes.ops import BalanceLabelsOp, DedupExactOp, DropEmptyOp
 
 # What each direction changes, in the order an expert tries them when nothing is known yet.
-PREFERENCE = ("hyperparameters", "more_data", "method", "prompt_format")
+PREFERENCE = ("hyperparameters", "more_data", "method", "prompt_format", "data_quality")
 ANSWER_SUFFIX = "\nRespond with the answer only, no explanation."
 
 
@@ -157,8 +158,36 @@ class BuiltinPolicy:
                     _with(p, direction, "Full fine-tune instead of LoRA.", training={"method": "full", "learning_rate": min(t.learning_rate / 10, 5e-5)}),
                 ]
             return [_with(p, direction, "LoRA instead of a full fine-tune.", training={"method": "lora", "learning_rate": 2e-4})]
+        if direction == "data_quality":
+            return _cleaner(p, task)
         if direction == "prompt_format":
             fmt = p.recipe.format.prompt
             alt = fmt[: -len(ANSWER_SUFFIX)] if fmt.endswith(ANSWER_SUFFIX) else fmt + ANSWER_SUFFIX
             return [_with(p, direction, "Prompt asks for the bare answer; format errors cost score.", prompt=alt)]
         return []
+
+
+def _cleaner(p: Plan, task: TaskSpec) -> list[Plan]:
+    """Clean the data before sampling it: drop rows with a blank input, drop repeated inputs
+    (they overweight some examples and waste steps), and for classification cap every label at
+    the rarest one's count, so the sample does not teach the majority label."""
+    have = {s.op for s in p.recipe.steps}
+    fields = [f for f in template_fields(p.recipe.format.prompt) if f in task.columns] or None
+    added: list = []
+    why: list[str] = []
+    if "drop_empty" not in have and fields:
+        added.append(DropEmptyOp(columns=fields))
+    if "dedup_exact" not in have:
+        added.append(DedupExactOp(columns=fields))
+        why.append("drop duplicate inputs")
+    if "label" in task.columns and "balance_labels" not in have:
+        added.append(BalanceLabelsOp(column="label"))
+        why.append("balance the labels")
+    if not why:
+        return []
+    steps = [p.recipe.steps[0], *added, *p.recipe.steps[1:]]
+    return [Plan.model_validate({
+        "direction": "data_quality", "rationale": f"Cleaner data: {', then '.join(why)} before sampling.",
+        "recipe": p.recipe.model_copy(update={"steps": steps}).model_dump(),
+        "training": p.training.model_dump() if p.training else None,
+    })]

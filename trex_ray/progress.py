@@ -64,7 +64,8 @@ class LiveView:
             log.info("done    %-4s %s=%.4f%s in %.0fs", node, self.metric, score, delta, r["cost"]["wall_seconds"])
         else:
             self.failed += 1
-            log.info("FAILED  %-4s %s", node, str(r.get("error", "unknown"))[:300])
+            # one line per event: a multi-line error (a traceback's tail) is folded onto it
+            log.info("FAILED  %-4s %s", node, " ".join(str(r.get("error", "unknown")).split())[:300])
         best = f"{self.best[0]:.4f} ({self.best[1]})" if self.best else "-"
         log.info("status  trials %d/%d done, %d failed, %d running | best %s | %.0fs elapsed",
                  self.finished, self.max_trials, self.failed, len(self.running), best, time.time() - self.t0)

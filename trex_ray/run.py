@@ -20,6 +20,7 @@ from ftbench.task import TaskDataError, load_split
 from ftbench.tasks import get_task
 from trex_ray.config import Config, ConfigError, dump_config, load_config
 from trex_ray.ledger import LEDGER_NAME, read_events
+from trex_ray.llm_client import check_llm_config
 from trex_ray.models import check_model
 from trex_ray.policy import TaskSpec
 from trex_ray.tree import SearchParams
@@ -31,6 +32,7 @@ CONFIG_NAME = "config.yaml"
 
 def preflight(cfg: Config) -> TaskSpec:
     """Validate the task, its data and the model; ConfigError names the first problem."""
+    check_llm_config(cfg.search.policy, cfg.llm.model_dump())  # cheapest check first
     try:
         task = get_task(cfg.task.name)
     except KeyError as e:
@@ -91,13 +93,33 @@ def _concurrency(cfg: Config) -> int:
     import ray
 
     res = ray.cluster_resources()
-    fits = math.floor(res.get("CPU", 0) / cfg.resources.cpus_per_trial + 1e-9)
+    workers = cfg.resources.num_workers
+    fits = math.floor(res.get("CPU", 0) / (workers * cfg.resources.cpus_per_trial) + 1e-9)
     if cfg.resources.gpus_per_trial:
-        fits = min(fits, math.floor(res.get("GPU", 0) / cfg.resources.gpus_per_trial + 1e-9))
+        fits = min(fits, math.floor(res.get("GPU", 0) / (workers * cfg.resources.gpus_per_trial) + 1e-9))
     if fits < 1:
         raise ConfigError(f"the cluster ({res.get('CPU', 0)} CPU, {res.get('GPU', 0)} GPU) cannot hold one trial "
-                          f"({cfg.resources.cpus_per_trial} CPU, {cfg.resources.gpus_per_trial} GPU)")
+                          f"({workers} x {cfg.resources.cpus_per_trial} CPU, {workers} x {cfg.resources.gpus_per_trial} GPU)")
     return min(cfg.search.max_concurrent_trials, fits)
+
+
+def _fit_check(cfg: Config) -> dict[str, Any] | None:
+    """What the TreeState needs to reject plans that cannot fit the declared GPU memory: the
+    model's dimensions, read from its config.json when it is a local folder (or the builtin
+    model already converted); on CPU-only runs there is nothing to check."""
+    from dataclasses import asdict
+
+    from trex_ray.memory import ModelDims
+    from trex_ray.models import builtin_model_dir
+
+    if cfg.resources.gpus_per_trial <= 0 or cfg.resources.gpu_memory_gb <= 0:
+        return None
+    dims = ModelDims.from_model_dir(builtin_model_dir(cfg.model) or cfg.model.name_or_path)
+    if dims is None:
+        log.info("model dimensions unknown (not a local folder): no memory check before trials")
+        return None
+    return {"dims": asdict(dims), "resources": cfg.resources.trial_resources().model_dump(),
+            "gpu_memory_gb": cfg.resources.gpu_memory_gb}
 
 
 def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str, Any]:
@@ -129,7 +151,7 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     from trex_ray.executor import TrialContext
     from trex_ray.progress import LiveView, leaderboard
     from trex_ray.searcher import TreeSearcher, TrialErrorCallback
-    from trex_ray.trial import run_trial
+    from trex_ray.trial import run_trial, trial_resources
 
     task = get_task(spec.id)
     s = cfg.search
@@ -139,24 +161,24 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
         metric_range=task.metric_range[1] - task.metric_range[0],
     )
     state = TreeState.remote(str(run_dir), params, spec, cfg.train.model_dump(), s.max_trials,
-                             s.children_per_expansion, s.seed)
-    researcher = Researcher.remote(s.policy)
+                             s.children_per_expansion, s.seed, live_report=True, fit_check=_fit_check(cfg))
+    researcher = Researcher.remote(s.policy, cfg.llm.model_dump(), str(run_dir))
     threads = max(1, int(cfg.resources.cpus_per_trial))
     context = TrialContext(
         task=spec.id, paths={k: (str(Path(v).expanduser().resolve()) if v else None) for k, v in cfg.task.paths().items()},
         model=cfg.model.model_dump(), run_dir=str(run_dir), dev_limit=cfg.task.dev_limit,
         eval_batch_size=cfg.train.eval_batch_size, threads=threads,
+        resources=cfg.resources.trial_resources().model_dump(), max_failures=cfg.resources.max_failures,
     ).to_dict()
     view = LiveView(task.metric, s.max_trials)
     searcher = TreeSearcher(state, researcher, context, on_event=view.event)
     concurrency = _concurrency(cfg)
-    resources = {"CPU": cfg.resources.cpus_per_trial, "GPU": cfg.resources.gpus_per_trial}
     log.info("run %s: task %s, model %s, %d trials, %d at a time", run_dir.name, spec.id,
              cfg.model.name_or_path, s.max_trials, concurrency)
     ray.get(state.snapshot.remote())  # the actor has replayed the ledger (or failed loudly)
     attempt = len(list((run_dir / "tune").glob("search-*")))  # each (re)start is its own Tune experiment
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, resources),
+        tune.with_resources(run_trial, trial_resources),
         tune_config=tune.TuneConfig(
             search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency,
             trial_dirname_creator=lambda trial: f"{trial.config['node_id']}-{trial.trial_id}",
@@ -169,20 +191,62 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     )
     tuner.fit()
     tree = ray.get(state.close.remote(searcher.finished_reason or "search ended"))
-    summary = _write_outputs(cfg, run_dir, tree, searcher.finished_reason or "search ended", resumed)
+    _copy_best(run_dir, tree)
+    final = _final_evaluation(cfg, context, tree)
+    summary = _write_outputs(cfg, run_dir, tree, searcher.finished_reason or "search ended", resumed, final)
+    _write_reports(cfg, run_dir, tree, summary)
     log.info("leaderboard (dev %s):\n%s", task.metric, leaderboard(tree, task.metric, task.higher_is_better))
     log.info("summary: %s", json.dumps({k: summary[k] for k in ("base_score", "best_score", "best_node", "trials", "failed_trials", "wall_seconds")}))
     return summary
 
 
-def _write_outputs(cfg: Config, run_dir: Path, tree: dict[str, Any], reason: str, resumed: bool) -> dict[str, Any]:
-    nodes = {n["id"]: n for n in tree["nodes"]}
-    trials = [n for n in nodes.values() if n["parent_id"] is not None and n["status"] in ("succeeded", "failed")]
-    best = nodes.get(tree["best"]) if tree["best"] else None
+def _copy_best(run_dir: Path, tree: dict[str, Any]) -> None:
+    """``best/``: a copy of the best node's saved model (adapter or full weights + tokenizer)."""
+    best = next((n for n in tree["nodes"] if n["id"] == tree["best"]), None)
     best_dir = run_dir / "best"
     if best is not None and best["artifacts"].get("model"):
         shutil.rmtree(best_dir, ignore_errors=True)
         shutil.copytree(best["artifacts"]["model"], best_dir)
+
+
+def _final_evaluation(cfg: Config, context: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+    """Test scores of base and best (and the merged export), as a Ray task holding one training
+    worker's resources (evaluation is one process); a failure there is logged and recorded,
+    never fatal: the search's results are already durable."""
+    from trex_ray.final import final_remote
+
+    resources = {"CPU": cfg.resources.cpus_per_trial, "GPU": min(cfg.resources.gpus_per_trial, 1.0)}
+
+    if cfg.task.test_limit <= 0 and not cfg.run.export_merged:
+        return {}
+    log.info("final evaluation on up to %d test examples%s", cfg.task.test_limit,
+             " and merged export" if cfg.run.export_merged else "")
+    try:
+        return final_remote(context, tree, cfg.task.test_limit, cfg.run.export_merged, resources)
+    except Exception as e:  # noqa: BLE001
+        log.warning("final evaluation failed: %s", e)
+        return {"test_error": f"{type(e).__name__}: {e}"[:2000]}
+
+
+def _write_reports(cfg: Config, run_dir: Path, tree: dict[str, Any], summary: dict[str, Any]) -> None:
+    """best/README.md (model card), report.html and report.md; failures are logged, not raised."""
+    from trex_ray.export import write_model_card
+    from trex_ray.report import write_report
+
+    try:
+        write_model_card(run_dir, cfg, tree, summary)
+        log.info("report: %s", write_report(run_dir))
+    except Exception:  # noqa: BLE001 - a report bug must not fail a finished run
+        log.exception("writing the report failed")
+
+
+def _write_outputs(cfg: Config, run_dir: Path, tree: dict[str, Any], reason: str, resumed: bool,
+                   final: dict[str, Any] | None = None) -> dict[str, Any]:
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    trials = [n for n in nodes.values() if n["parent_id"] is not None and n["status"] in ("succeeded", "failed")]
+    best = nodes.get(tree["best"]) if tree["best"] else None
+    best_dir = run_dir / "best"
+    final = final or {}
     events = list(read_events(run_dir / LEDGER_NAME))
     summary = {
         "task": cfg.task.name,
@@ -193,6 +257,10 @@ def _write_outputs(cfg: Config, run_dir: Path, tree: dict[str, Any], reason: str
         "best_node": best["id"] if best else None,
         "best_beats_base": bool(best and tree["base_score"] is not None and best["score"] > tree["base_score"]),
         "best_model_dir": str(best_dir) if best_dir.exists() else None,
+        # scored once at the end, never used for selection (None: skipped or failed, see test_error)
+        "base_test_score": final.get("base_test_score"),
+        "best_test_score": final.get("best_test_score"),
+        **{k: v for k, v in final.items() if k not in ("base_test_score", "best_test_score")},
         "trials": len(trials),
         "failed_trials": sum(1 for n in trials if n["status"] == "failed"),
         "wall_seconds": round(events[-1]["ts"] - events[0]["ts"], 1),

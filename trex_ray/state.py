@@ -32,8 +32,13 @@ class SearchState:
         max_trials: int,
         children_per_expansion: int,
         seed: int = 0,
+        live_report: bool = False,
+        fit_check: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        # {"dims": ModelDims fields, "resources": default TrialResources, "gpu_memory_gb": float}
+        self.fit_check = fit_check
+        self.live_report = live_report  # rebuild report.html/.md whenever a node ends
         self.task, self.defaults, self.seed = task, defaults, seed
         self.max_trials, self.children_per_expansion = max_trials, children_per_expansion
         ledger_path = self.run_dir / LEDGER_NAME
@@ -87,14 +92,31 @@ class SearchState:
             return {"done": True, "reason": f"the baseline failed: {root.failure}"}
         planned = [n for n in self.tree.by_status("planned")
                    if n.id == ROOT_ID or self.trials_started() < self.max_trials]
-        if planned:
-            node = min(planned, key=lambda n: int(n.id[1:]))
+        for node in sorted(planned, key=lambda n: int(n.id[1:])):
+            cause = self._does_not_fit(node.plan)
+            if cause is None:
+                break
+            # rejected before any accelerator time: a failed node the Researcher learns from
+            self._record({"type": "node_started", "node_id": node.id, "trial_id": None})
+            self._record({"type": "node_failed", "node_id": node.id, "cause": cause})
+        else:
+            node = None
+        if node is not None:
             self._record({"type": "node_started", "node_id": node.id, "trial_id": trial_id})
             return {"node_id": node.id, "plan": node.plan.model_dump(mode="json"), "parent_id": node.parent_id}
         running = len(self.tree.by_status("running"))
         if self.trials_started() >= self.max_trials:
             return {"done": True, "reason": "trial budget spent", "running": running}
         return {"wait": True, "running": running}
+
+    def _does_not_fit(self, plan: Plan) -> str | None:
+        if not self.fit_check or not self.fit_check.get("dims"):
+            return None
+        from trex_ray.memory import ModelDims, check_fits
+        from trex_ray.plan import TrialResources
+
+        res = plan.resources or TrialResources.model_validate(self.fit_check["resources"])
+        return check_fits(ModelDims(**self.fit_check["dims"]), plan.training, res, self.fit_check["gpu_memory_gb"])
 
     def begin_expansion(self) -> dict[str, Any] | None:
         """Select a node by UCT and return the Researcher's request for it, or None when no
@@ -159,3 +181,10 @@ class SearchState:
         tmp = self.run_dir / "tree.json.tmp"
         tmp.write_text(json.dumps(self.snapshot(), indent=1, default=str), encoding="utf-8")
         os.replace(tmp, self.run_dir / "tree.json")
+        if self.live_report:
+            try:
+                from trex_ray.report import write_report
+
+                write_report(self.run_dir)
+            except Exception as e:  # noqa: BLE001 - the report is a view; it must never stop the run
+                log.warning("could not update the report: %s", e)

@@ -52,11 +52,17 @@ def fine_tune(
     out_dir: str | os.PathLike,
     on_log: Callable[[dict[str, Any]], None] | None = None,
     trust_remote_code: bool = False,
+    deepspeed: dict[str, Any] | None = None,
+    callbacks: list | None = None,
+    save_steps: int = 0,
+    resume_from: str | None = None,
 ):
     """Train on ``dataset`` (prompt/completion rows); returns (model, tokenizer, TrainResult).
 
     The model returned is the trained one in memory (a PeftModel for LoRA), ready to evaluate;
     the saved copy (adapter or full weights, plus tokenizer) is in ``out_dir/model``.
+    Under Ray Train, ``deepspeed`` is the ZeRO config, ``callbacks`` report checkpoints saved every
+    ``save_steps`` steps, and ``resume_from`` is the checkpoint a restarted worker group resumes.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
@@ -83,7 +89,10 @@ def fine_tune(
         seed=t.seed,
         max_length=t.max_seq_length,
         logging_steps=max(1, total // 20),
-        save_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=1 if save_steps else None,
+        deepspeed=deepspeed,
         report_to="none",
         disable_tqdm=True,
         gradient_checkpointing=False,
@@ -109,13 +118,15 @@ def fine_tune(
                 on_log(entry)
 
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                         peft_config=peft_config, callbacks=[_Report()])
+                         peft_config=peft_config, callbacks=[_Report(), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the live view reports progress
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_from)
     model_dir = out / "model"
-    trainer.model.save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    # On every rank: under ZeRO-3 the ranks gather the full weights, and only rank 0 writes.
+    trainer.save_model(str(model_dir))
+    if trainer.is_world_process_zero():
+        tok.save_pretrained(model_dir)
     trained = trainer.model
     trained.eval()
     return trained, tok, TrainResult(

@@ -16,14 +16,33 @@ import traceback
 from typing import Any
 
 from ray import tune
+from ray.tune import PlacementGroupFactory
 
 from trex_ray.executor import TrialContext, execute
-from trex_ray.plan import parse_plan
+from trex_ray.plan import TrialResources, parse_plan
 
 log = logging.getLogger(__name__)
 
 # Progress lines are throttled: Tune stores every report, and a step's loss every 0.1 s is noise.
 REPORT_EVERY_S = 2.0
+
+
+def plan_resources(plan, ctx: TrialContext) -> TrialResources:
+    return plan.resources or TrialResources.model_validate(ctx.resources or {})
+
+
+def trial_resources(config: dict[str, Any]) -> PlacementGroupFactory:
+    """What Tune reserves for a trial. A single-worker trial trains in the trial process, which
+    holds the worker's CPUs/GPUs. A multi-worker trial's process only drives a TorchTrainer whose
+    workers reserve their own resources, so it holds a sliver of a CPU (0 is not allowed)."""
+    ctx = TrialContext(**config["context"])
+    res = plan_resources(parse_plan(config["plan"]), ctx)
+    if res.distributed and config["plan"].get("training") is not None:
+        return PlacementGroupFactory([{"CPU": 0.01}])
+    bundle = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker:
+        bundle["GPU"] = res.gpus_per_worker
+    return PlacementGroupFactory([bundle])
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -46,7 +65,13 @@ def run_trial(config: dict[str, Any]) -> None:
 
     try:
         plan = parse_plan(config["plan"])
-        outcome = execute(plan, node_id, ctx, progress)
+        res = plan_resources(plan, ctx)
+        if res.distributed and plan.training is not None:
+            from trex_ray.distributed import run_distributed
+
+            outcome = run_distributed(plan, node_id, ctx, res, ctx.max_failures)
+        else:
+            outcome = execute(plan, node_id, ctx, progress)
     except Exception as e:  # the plan's own failure: record it, do not retry
         log.warning("node %s failed: %s", node_id, e)
         tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],

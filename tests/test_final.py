@@ -1,0 +1,139 @@
+"""The end-of-run pieces in plain Python (no Ray): merged LoRA export, test evaluation when a task
+has no usable test split, how failed and pruned nodes are drawn, and the live view's lines."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from trex_ray.plan import Plan
+
+
+def _ctx(model_dir: Path, run_dir: Path) -> dict:
+    return {"task": "sst2", "paths": {}, "model": {"name_or_path": str(model_dir)}, "run_dir": str(run_dir),
+            "eval_batch_size": 16, "threads": 1}
+
+
+def test_merged_export_matches_the_adapter(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from trex_ray.final import export_merged
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():  # a fresh adapter is a no-op (B = 0); make it change the model
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    ids = torch.tensor([[1, 5, 9, 20, 33, 7]])
+    with torch.no_grad():
+        expected = peft_model(input_ids=ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits
+    assert not torch.allclose(expected, plain, atol=1e-3)  # the adapter matters
+
+    out = export_merged(_ctx(tiny_model_dir, tmp_path), str(adapter), tmp_path / "merged")
+    assert out == str(tmp_path / "merged")
+    assert list((tmp_path / "merged").glob("*.safetensors")) and (tmp_path / "merged" / "tokenizer.json").is_file()
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)
+    # a full-weights node has nothing to merge
+    assert export_merged(_ctx(tiny_model_dir, tmp_path), str(tiny_model_dir), tmp_path / "none") is None
+
+
+def test_final_evaluation_records_a_missing_test_split_instead_of_raising(tiny_model_dir, tmp_path):
+    from trex_ray.final import final_evaluation
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.jsonl").write_text("")  # present but empty: the task's loader rejects it
+    ctx = _ctx(tiny_model_dir, tmp_path) | {"paths": {"test": str(data / "test.jsonl")}}
+    plan = {"direction": "baseline", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
+    tree = {"root": "n0", "best": None, "nodes": [{"id": "n0", "parent_id": None, "plan": plan, "artifacts": {}}]}
+    out = final_evaluation(ctx, tree, test_limit=8)
+    assert out["base_test_score"] is None and out["best_test_score"] is None
+    assert "test" in out["test_error"]
+    assert final_evaluation(ctx, tree, test_limit=0) == {"base_test_score": None, "best_test_score": None, "test_limit": 0}
+
+
+def _synthetic_tree() -> dict:
+    plan = {"direction": "baseline", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
+    kid = copy.deepcopy(plan) | {"direction": "more_data", "training": {"method": "lora"}}
+
+    def node(i: int, parent: str | None, status: str, score: float | None, p: dict) -> dict:
+        return {"id": f"n{i}", "parent_id": parent, "depth": 0 if parent is None else 1, "plan": p, "status": status,
+                "score": score, "children": [], "cost": {"wall_seconds": 1.0}, "finished_at": float(i), "metrics": {}}
+
+    nodes = [node(0, None, "succeeded", 0.2, plan), node(1, "n0", "succeeded", 0.6, kid),
+             node(2, "n0", "failed", None, kid), node(3, "n0", "pruned", None, kid)]
+    nodes[0]["children"] = ["n1", "n2", "n3"]
+    return {"root": "n0", "base_score": 0.2, "best": "n1", "nodes": nodes}
+
+
+def test_failed_and_pruned_nodes_are_drawn_apart_and_best_so_far_is_monotone(tmp_path):
+    from trex_ray.report import RunData, best_so_far
+    from trex_ray.report_page import tree_figure
+
+    run = RunData(run_dir=tmp_path, tree=_synthetic_tree(), task="sst2", metric="accuracy")
+    fig = tree_figure(run)
+    traces = {t.get("name"): t for t in fig["data"] if t.get("customdata")}
+    assert traces["scored"]["customdata"] == ["n0", "n1"] and traces["scored"]["marker"]["color"] == [0.2, 0.6]
+    assert traces["failed"]["customdata"] == ["n2"] and traces["failed"]["marker"]["symbol"] == "x"
+    assert traces["pruned"]["customdata"] == ["n3"] and traces["pruned"]["marker"]["symbol"] == "circle-open"
+    assert {a["text"] for a in fig["layout"]["annotations"]} == {"more_data"}  # edges labelled with directions
+    dashed = [t for t in fig["data"] if t.get("mode") == "lines" and t["line"]["dash"] == "dot"]
+    assert len([x for x in dashed[0]["x"] if x is None]) == 1  # one dashed edge: the pruned node's
+    pts = best_so_far(run)
+    assert [p["trial"] for p in pts] == [0, 1, 2] and [p["best"] for p in pts] == [0.2, 0.6, 0.6]
+    assert [p["compute_s"] for p in pts] == [1.0, 2.0, 3.0]
+
+
+LINE = re.compile(
+    r"^(start   n\d+\s+parent=\S+\s+\S+\s+.*"
+    r"|train   n\d+\s+step \d+/\S+ loss \d+\.\d{4}"
+    r"|eval    n\d+\s+\d+/\d+ dev examples"
+    r"|data    n\d+\s+building the recipe"
+    r"|expand  n\d+\s+\(the Researcher is proposing children\)"
+    r"|planned (n\d+(, n\d+)*|nothing) under n\d+ \(\w+\)"
+    r"|done    n\d+\s+(base model )?\w+=\d+\.\d{4}.*"
+    r"|FAILED  n\d+\s+.*"
+    r"|status  trials \d+/\d+ done, \d+ failed, \d+ running \| best (\d+\.\d{4} \(n\d+\)|-) \| \d+s elapsed)$"
+)
+
+
+def test_live_view_prints_one_parseable_line_per_event(caplog):
+    from trex_ray.progress import LiveView
+
+    plan = Plan.model_validate({"direction": "method", "recipe": {"steps": [
+        {"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}, "training": {"method": "lora"}})
+    view = LiveView("accuracy", 2)
+    events = [
+        ("started", {"node_id": "n0", "plan": plan.model_dump(mode="json") | {"direction": "baseline", "training": None}}),
+        ("finished", {"node_id": "n0", "phase": "done", "score": 0.25, "cost": {"wall_seconds": 3}}),
+        ("expanding", {"node_id": "n0"}),
+        ("expanded", {"node_id": "n0", "children": ["n1", "n2"], "source": "builtin"}),
+        ("started", {"node_id": "n1", "parent_id": "n0", "plan": plan.model_dump(mode="json")}),
+        ("progress", {"node_id": "n1", "phase": "data"}),
+        ("progress", {"node_id": "n1", "phase": "train", "step": 3, "max_steps": 8, "loss": 1.5}),
+        ("progress", {"node_id": "n1", "phase": "eval", "evaluated": 16, "total": 32}),
+        ("finished", {"node_id": "n1", "phase": "done", "score": 0.5, "cost": {"wall_seconds": 9.5}}),
+        ("finished", {"node_id": "n2", "phase": "failed", "error": "RuntimeError: out of memory\nmore"}),
+    ]
+    with caplog.at_level(logging.INFO, logger="trex_ray.live"):
+        for kind, info in events:
+            view.event(kind, info)
+    lines = [r.getMessage() for r in caplog.records if r.name == "trex_ray.live"]
+    assert len(lines) >= len(events)
+    bad = [l for l in lines if "\n" in l.strip() or "\x1b" in l or not LINE.match(l)]
+    assert not bad, bad
+    assert lines[-1].startswith("status  trials 1/2 done, 1 failed, 0 running | best 0.5000 (n1)")

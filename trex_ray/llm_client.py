@@ -1,0 +1,179 @@
+"""A small OpenAI-compatible chat client for the LLM Researcher: retries, structured output,
+token and cost accounting, a spend budget and a concurrency limit. No Ray here.
+
+Servers differ in how they accept a JSON schema, so that difference lives in one adapter
+(``response_format``); everything else is the plain ``openai`` client. The API key is read from
+the environment variable the config names and is never logged or stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class LLMError(RuntimeError):
+    """The endpoint did not give a usable answer (after retries), or the budget is spent."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately pessimistic token count (3 characters a token; English prose averages ~4,
+    JSON nearer 3), so a budget computed with it holds for real tokenizers."""
+    return (len(text) + 2) // 3
+
+
+def response_format(dialect: str, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``response_format`` that asks this kind of server for JSON matching ``schema``.
+
+    llama-cpp-python only understands its own ``json_object`` + ``schema`` form (it answers
+    OpenAI's ``json_schema`` with HTTP 500); OpenAI and vLLM take ``json_schema``. ``strict`` is
+    off because OpenAI's strict mode rejects schemas with optional fields and defaults.
+    """
+    if dialect == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": False}}
+    if dialect == "llama_cpp":
+        return {"type": "json_object", "schema": schema}
+    if dialect == "none":
+        return None
+    raise ValueError(f"unknown structured_output dialect {dialect!r}")
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object in a model's text answer (code fences and chatter around it are
+    ignored). Only ever parsed as JSON data, never evaluated. ValueError if there is none."""
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    while start != -1:
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+            return obj
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+    raise ValueError("the answer holds no complete JSON object")
+
+
+@dataclass
+class Usage:
+    """Tokens and cost of some LLM calls (one call, one expansion or a whole run)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    retries: int = 0
+    estimated: bool = False  # some call's tokens were estimated: the server reported none
+
+    def add(self, other: "Usage") -> None:
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost += other.cost
+        self.retries += other.retries
+        self.estimated = self.estimated or other.estimated
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"cost": round(self.cost, 6)}
+
+
+def _retryable(exc: Exception) -> bool:
+    """Timeouts, lost connections, 429 and 5xx are worth another try; 4xx other than 429 are
+    our request's fault and would fail the same way again."""
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return False
+
+
+class LLMClient:
+    """Chat completions against one endpoint, with the run's spend tracked in ``total``."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        import openai
+
+        self.cfg = cfg
+        key_env = cfg.get("api_key_env")
+        # Local servers want no key, but the client insists on one; a placeholder is harmless.
+        key = os.environ.get(key_env, "") if key_env else "not-needed"
+        if not key:
+            raise LLMError(f"environment variable {key_env} (llm.api_key_env) is not set")
+        # Our own retry loop (not the client's) so that retries are counted and logged.
+        self.client = openai.OpenAI(base_url=cfg["base_url"], api_key=key, timeout=cfg["timeout_s"], max_retries=0)
+        self.total = Usage()
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(cfg.get("concurrency") or 1)
+
+    def budget_left(self) -> bool:
+        limit = self.cfg.get("max_cost")
+        return limit is None or self.total.cost < limit
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.cfg.get("price_per_1k_input", 0.0)
+                + completion_tokens * self.cfg.get("price_per_1k_output", 0.0)) / 1000
+
+    def chat(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None,
+             schema_name: str = "answer") -> tuple[str, Usage]:
+        """The answer's text and this call's usage (retries included). LLMError when the budget
+        is spent, the request keeps failing, or the answer is empty."""
+        if not self.budget_left():
+            raise LLMError(f"LLM budget spent ({self.total.cost:.4f} of max_cost {self.cfg['max_cost']})")
+        kwargs: dict[str, Any] = dict(model=self.cfg["model"], messages=messages,
+                                      temperature=self.cfg["temperature"], max_tokens=self.cfg["max_tokens"])
+        fmt = response_format(self.cfg["structured_output"], schema_name, schema) if schema else None
+        if fmt is not None:
+            kwargs["response_format"] = fmt
+        usage = Usage()
+        delay = self.cfg.get("retry_backoff_s", 1.0)
+        for attempt in range(self.cfg["max_retries"] + 1):
+            try:
+                with self._slots:
+                    resp = self.client.chat.completions.create(**kwargs)
+                break
+            except Exception as e:
+                if not _retryable(e) or attempt == self.cfg["max_retries"]:
+                    with self._lock:
+                        self.total.add(usage)  # the retries still count
+                    raise LLMError(f"LLM request failed after {attempt + 1} attempt(s): {type(e).__name__}: {str(e)[:300]}") from None
+                usage.retries += 1
+                log.warning("LLM request failed (%s); retry %d in %.1fs", type(e).__name__, attempt + 1, delay)
+                time.sleep(delay)
+                delay *= 2
+        text = (resp.choices[0].message.content or "") if resp.choices else ""
+        u = resp.usage
+        if u is not None and u.prompt_tokens is not None:
+            usage.prompt_tokens, usage.completion_tokens = u.prompt_tokens, u.completion_tokens or 0
+        else:
+            usage.prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
+            usage.completion_tokens = estimate_tokens(text)
+            usage.estimated = True
+        usage.calls = 1
+        usage.cost = self._cost(usage.prompt_tokens, usage.completion_tokens)
+        with self._lock:
+            self.total.add(usage)
+        if not text.strip():
+            raise LLMError("the LLM returned an empty answer")
+        return text, usage
+
+
+def check_llm_config(policy: str, llm: dict[str, Any]) -> None:
+    """Fail fast, before Ray starts, when the LLM policy cannot possibly reach its endpoint.
+    Names the missing key variable, never prints a key."""
+    from trex_ray.config import ConfigError
+
+    if policy != "llm":
+        return
+    missing = [f"llm.{k}" for k in ("base_url", "model") if not llm.get(k)]
+    if missing:
+        raise ConfigError(f"search.policy=llm needs {' and '.join(missing)}")
+    env = llm.get("api_key_env")
+    if env and not os.environ.get(env):
+        raise ConfigError(f"llm.api_key_env names {env}, which is not set in the environment")

@@ -1,0 +1,135 @@
+"""What the LLM Researcher is told: the task's requirement spec and the tree's compressed
+memory, rendered within a token budget as clearly delimited, untrusted data. No Ray here.
+
+Task text, dataset columns, earlier rationales (themselves LLM output) and trial errors can all
+carry text that reads like instructions, so all of it goes into one quoted block that the system
+prompt declares to be data; the block's own delimiters are neutralised inside it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trex_ray.llm_client import estimate_tokens
+from trex_ray.plan import template_fields
+from trex_ray.policy import ExpansionRequest, TaskSpec
+
+OPEN, CLOSE = "<<<UNTRUSTED DATA", "UNTRUSTED DATA>>>"
+KEEP_KEY_NODES = 2  # key nodes kept until everything else optional is gone
+FIELD_CAP = 300  # characters of any one free-text field (rationale, failure, diagnosis)
+EXACT_METRICS = ("accuracy", "exact_match", "em", "f1", "macro_f1")
+
+
+def analyze_requirements(task: TaskSpec, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The requirement spec: target metric and direction, output format constraints, the data
+    that exists and what is missing, and the risks worth steering around. Derived from the task
+    alone (no LLM), so it is cheap, deterministic and computed once per run."""
+    defaults = defaults or {}
+    columns = list(task.columns)
+    try:
+        used = template_fields(task.prompt_template) + template_fields(task.completion_template)
+    except ValueError:
+        used = []
+    missing = sorted({c for c in used if columns and c not in columns})
+    risks = ["the dev split drives the search and the test split is held out: keep recipe.decontaminate on"]
+    if task.train_rows < 1000:
+        risks.append(f"small training set ({task.train_rows} rows): overfitting; prefer LoRA, few epochs, low learning rates")
+    if any(m in task.metric.lower() for m in EXACT_METRICS):
+        risks.append("answers are scored by matching: the completion must keep the reference format exactly, "
+                     "and the prompt should ask for the bare answer")
+    if missing:
+        risks.append(f"the templates use columns the data lacks: {missing}")
+    cap = defaults.get("max_train_samples")
+    if cap and task.train_rows > cap:
+        risks.append(f"only {cap} of {task.train_rows} training rows may be used per plan")
+    return {
+        "task": task.id,
+        "description": task.description[:1000],
+        "target": {"metric": task.metric, "direction": "maximize" if task.higher_is_better else "minimize"},
+        "output_format": {
+            "prompt_template": task.prompt_template,
+            "completion_template": task.completion_template,
+            "constraints": ["templates may use only plain {column} fields",
+                            "the completion template defines what the model must output"],
+        },
+        "data": {
+            "available": {"train": {"rows": task.train_rows, "columns": columns},
+                          "dev": "held out, scores every trial (never train on it)",
+                          "test": "held out for the final report"},
+            "missing": ([f"columns {missing}"] if missing else [])
+                       + ([] if columns else ["the train split's columns are unknown"]),
+        },
+        "risks": risks,
+    }
+
+
+def _clip(value: Any) -> Any:
+    return value[:FIELD_CAP] + "…" if isinstance(value, str) and len(value) > FIELD_CAP else value
+
+
+def _line(summary: dict[str, Any]) -> str:
+    """One node as one compact JSON line (no plan body: ``knobs`` says what it set)."""
+    return json.dumps({k: _clip(v) for k, v in summary.items() if k != "plan" and v is not None},
+                      ensure_ascii=False)
+
+
+def _neutralise(text: str) -> str:
+    """Data may not close (or reopen) the untrusted block early."""
+    return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
+
+
+def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_tokens: int) -> str:
+    """The prompt's data block, at most ``max_tokens`` (estimated) long.
+
+    When too long, the least useful parts go first: key nodes beyond the top few, then the
+    node's siblings, then the path's oldest entries, then the rest of the key nodes and the
+    existing children; as a last resort the text is cut. The selected node (with its full
+    plan) and the requirement spec are what an expansion cannot do without.
+    """
+    mem = request.memory
+    path = [_line(s) for s in mem["path"][:-1]]  # the last entry is the node itself, shown in full
+    children = [_line(s) for s in mem["children"]]
+    siblings = [_line(s) for s in mem["siblings"]]
+    key_nodes = [_line(s) for s in mem["key_nodes"]]
+    node = {k: _clip(v) for k, v in mem["node"].items() if k != "plan"}
+    dropped = {"path": 0, "siblings": 0, "key_nodes": 0, "children": 0}
+
+    def render() -> str:
+        parts = [
+            "REQUIREMENTS " + json.dumps(requirement, ensure_ascii=False),
+            f"SCORES base={mem.get('base_score')} best={mem.get('best_score')} (metric {requirement['target']['metric']}, "
+            f"{requirement['target']['direction']}; reward = normalised gain over base)",
+            "SELECTED NODE " + json.dumps(node, ensure_ascii=False),
+            "SELECTED NODE PLAN " + json.dumps(mem["node"]["plan"], ensure_ascii=False),
+            "PATH FROM ROOT (oldest first)", *path,
+            "EXISTING CHILDREN OF THE SELECTED NODE (do not repeat)", *children,
+            "SIBLINGS", *siblings,
+            "KEY NODES (largest gains, recent failures)", *key_nodes,
+        ]
+        if any(dropped.values()):
+            parts.append("OMITTED FOR LENGTH " + json.dumps({k: v for k, v in dropped.items() if v}))
+        return f"{OPEN}\n{_neutralise(chr(10).join(parts))}\n{CLOSE}"
+
+    text = render()
+    while estimate_tokens(text) > max_tokens:
+        if len(key_nodes) > KEEP_KEY_NODES:
+            key_nodes.pop(); dropped["key_nodes"] += 1  # noqa: E702
+        elif siblings:
+            siblings.pop(); dropped["siblings"] += 1  # noqa: E702
+        elif path:
+            path.pop(0); dropped["path"] += 1  # noqa: E702
+        elif key_nodes:
+            key_nodes.pop(); dropped["key_nodes"] += 1  # noqa: E702
+        elif children:
+            children.pop(); dropped["children"] += 1  # noqa: E702
+        else:
+            break
+        text = render()
+    if estimate_tokens(text) > max_tokens:
+        # Still too long (a huge task description or plan): cut the middle of the block, keeping
+        # both delimiters so the data stays fenced.
+        room = max(0, max_tokens * 3 - len(OPEN) - len(CLOSE) - 20)
+        body = text[len(OPEN) + 1: -(len(CLOSE) + 1)]
+        text = f"{OPEN}\n{body[:room]}\n…[cut]\n{CLOSE}"
+    return text

@@ -1,0 +1,277 @@
+"""The data recipe vocabulary: each operator is a small, bounded pydantic model. Plain data, no code.
+
+Recipes come from the Researcher (the built-in policy or an LLM), so every field is bounded and
+unknown fields or ops are rejected (``extra="forbid"`` plus a discriminated union on ``op``), with
+the error naming the field. ``trex_ray.plan`` re-exports ``Recipe`` so that ``Plan`` stays the
+single schema; execution lives in ``trex_ray.recipes.build`` (imported only on the worker).
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_MAX_ROWS = 50_000
+MAX_PATTERN = 200  # regexes longer than this are rejected: long patterns are where blow-ups hide
+
+Column = Annotated[str, Field(min_length=1, max_length=200)]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def template_fields(template: str) -> list[str]:
+    """Column names a template uses. Only bare ``{name}`` fields are allowed: attribute and
+    index access (``{x.__class__}``), conversions and format specs could reach Python objects,
+    and templates come from untrusted LLM output."""
+    names = []
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conv:
+            raise ValueError(f"template field {{{name}}} is not a plain column name")
+        names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------- sources
+class Source(_Strict):
+    """Where rows come from: ``task:train`` (the task's train split), a local file
+    (``.jsonl``/``.json``/``.csv``/``.parquet``/``.arrow``, or a ``save_to_disk`` folder), or
+    ``hub:<dataset id>`` with optional ``config``, ``split`` and ``revision`` (needs network; offline,
+    download it elsewhere and give the local path). ``rename`` maps old -> new column names right
+    after loading, so differently named sources can be concatenated or mixed."""
+
+    source: str = Field("task:train", min_length=1, max_length=1000)
+    config: str | None = Field(None, max_length=200)
+    split: str = Field("train", min_length=1, max_length=200)
+    revision: str | None = Field(None, max_length=200)
+    rename: dict[Column, Column] = Field(default_factory=dict, max_length=64)
+
+
+class LoadOp(Source):
+    """Load rows from one source (the first step of every recipe, or a ``mix``)."""
+
+    op: Literal["load"] = "load"
+
+
+class ConcatOp(_Strict):
+    """Append the rows of further sources to the current rows (columns must match after
+    ``rename``; only the columns all parts share are kept)."""
+
+    op: Literal["concat"] = "concat"
+    sources: list[Source] = Field(min_length=1, max_length=8)
+
+
+class MixPart(Source):
+    ratio: float = Field(gt=0, le=1)
+
+
+class MixOp(_Strict):
+    """Start from several sources in fixed proportions: ``n`` rows in all (by default as many as
+    the sources can supply without repeating a row), each part a seeded sample of its source.
+    Ratios must sum to 1."""
+
+    op: Literal["mix"] = "mix"
+    sources: list[MixPart] = Field(min_length=2, max_length=8)
+    n: int | None = Field(None, ge=1, le=50_000_000)
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _ratios(self) -> "MixOp":
+        total = sum(p.ratio for p in self.sources)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"mix ratios must sum to 1, got {total:g}")
+        return self
+
+
+# ---------------------------------------------------------------- shaping
+class SelectOp(_Strict):
+    """Keep only these columns (in this order)."""
+
+    op: Literal["select"] = "select"
+    columns: list[Column] = Field(min_length=1, max_length=64)
+
+
+class RenameOp(_Strict):
+    """Rename columns, old -> new."""
+
+    op: Literal["rename"] = "rename"
+    columns: dict[Column, Column] = Field(min_length=1, max_length=64)
+
+    @field_validator("columns")
+    @classmethod
+    def _identifiers(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [n for n in v.values() if not n.isidentifier()]
+        if bad:
+            raise ValueError(f"new column names must be identifiers (templates use them): {bad}")
+        return v
+
+
+class FormatOp(_Strict):
+    """Map each row to a prompt/completion pair through two templates over its columns.
+    Decontamination (when on) runs on the raw fields just before this step."""
+
+    op: Literal["format"] = "format"
+    prompt: str = Field(min_length=1, max_length=8000)
+    completion: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("prompt", "completion")
+    @classmethod
+    def _plain_fields(cls, v: str) -> str:
+        template_fields(v)
+        return v
+
+
+# ---------------------------------------------------------------- filtering
+class FilterLengthOp(_Strict):
+    """Keep rows whose ``column`` is between ``min`` and ``max`` long, in characters or tokens
+    (tokens are estimated as whitespace-separated words: no tokenizer is needed on the worker)."""
+
+    op: Literal["filter_length"] = "filter_length"
+    column: Column
+    unit: Literal["chars", "tokens"] = "chars"
+    min: int = Field(0, ge=0, le=10_000_000)
+    max: int | None = Field(None, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _range(self) -> "FilterLengthOp":
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+class FilterRegexOp(_Strict):
+    """Keep (or drop) rows whose ``column`` matches ``pattern`` anywhere. Patterns are bounded in
+    length and run with a per-row timeout, so a catastrophic pattern fails the step instead of
+    hanging the trial."""
+
+    op: Literal["filter_regex"] = "filter_regex"
+    column: Column
+    pattern: str = Field(min_length=1, max_length=MAX_PATTERN)
+    mode: Literal["keep", "drop"] = "keep"
+    ignore_case: bool = False
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        import regex
+
+        try:
+            regex.compile(v)
+        except regex.error as e:
+            raise ValueError(f"not a valid regular expression ({e})") from None
+        return v
+
+
+class FilterLabelsOp(_Strict):
+    """Keep rows whose label (compared as text) is in ``keep``."""
+
+    op: Literal["filter_labels"] = "filter_labels"
+    column: Column = "label"
+    keep: list[Annotated[str, Field(max_length=200)] | int] = Field(min_length=1, max_length=1000)
+
+
+class FilterQualityOp(_Strict):
+    """Drop low-quality text: ``max_repetition`` bounds the share of word trigrams that repeat
+    an earlier trigram of the same row (copy-paste loops, spam); ``max_non_text`` bounds the
+    share of characters that are neither letters nor whitespace (markup, tables, binary junk)."""
+
+    op: Literal["filter_quality"] = "filter_quality"
+    column: Column
+    max_repetition: float = Field(0.3, ge=0, le=1)
+    max_non_text: float = Field(0.5, ge=0, le=1)
+
+
+class DropEmptyOp(_Strict):
+    """Drop rows where any of ``columns`` (default: every column) is missing or blank."""
+
+    op: Literal["drop_empty"] = "drop_empty"
+    columns: list[Column] | None = Field(None, min_length=1, max_length=64)
+
+
+class DedupExactOp(_Strict):
+    """Keep the first of rows whose ``columns`` (default: all but ``id``) are equal after
+    normalisation (case, punctuation and whitespace ignored)."""
+
+    op: Literal["dedup_exact"] = "dedup_exact"
+    columns: list[Column] | None = Field(None, min_length=1, max_length=64)
+
+
+class DedupNearOp(_Strict):
+    """Keep the first of rows whose ``column`` texts are near-duplicates: estimated Jaccard
+    similarity of word ``shingle``-grams at least ``threshold`` (MinHash LSH)."""
+
+    op: Literal["dedup_near"] = "dedup_near"
+    column: Column
+    threshold: float = Field(0.8, ge=0.3, le=0.99)
+    shingle: int = Field(3, ge=1, le=16)
+    num_perm: int = Field(64, ge=16, le=512)
+    seed: Seed = 1
+
+
+# ---------------------------------------------------------------- sizing
+class SubsampleOp(_Strict):
+    """Keep ``n`` rows chosen by a seeded shuffle (all rows when fewer exist)."""
+
+    op: Literal["subsample"] = "subsample"
+    n: int = Field(ge=1, le=50_000_000)
+    seed: Seed = 0
+
+
+class BalanceLabelsOp(_Strict):
+    """Cap each label at ``max_per_label`` rows (default: the rarest label's count, i.e. fully
+    balanced), keeping a seeded sample of each."""
+
+    op: Literal["balance_labels"] = "balance_labels"
+    column: Column = "label"
+    max_per_label: int | None = Field(None, ge=1, le=50_000_000)
+    seed: Seed = 0
+
+
+RecipeStep = Annotated[
+    Union[LoadOp, MixOp, ConcatOp, SelectOp, RenameOp, FormatOp, FilterLengthOp, FilterRegexOp,
+          FilterLabelsOp, FilterQualityOp, DropEmptyOp, DedupExactOp, DedupNearOp, SubsampleOp,
+          BalanceLabelsOp],
+    Field(discriminator="op"),
+]
+SOURCE_OPS = (LoadOp, MixOp)
+
+
+class Recipe(_Strict):
+    """An ordered list of data operations; the first loads (``load`` or ``mix``), exactly one
+    formats. At most ``max_rows`` rows are kept in the end (a seeded sample beyond that).
+
+    Decontamination against the task's dev and test sets runs before the format step unless
+    turned off here, and the report states it whenever it is off.
+    """
+
+    steps: list[RecipeStep] = Field(min_length=2, max_length=32)
+    decontaminate: bool = True
+    decontaminate_ngram: int = Field(13, ge=4, le=64)
+    max_rows: int = Field(DEFAULT_MAX_ROWS, ge=1, le=50_000_000)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Recipe":
+        if not isinstance(self.steps[0], SOURCE_OPS):
+            raise ValueError("the first step must be a load (or a mix of sources)")
+        later = [i for i, s in enumerate(self.steps) if i and isinstance(s, SOURCE_OPS)]
+        if later:
+            raise ValueError(f"step {later[0]}: load/mix only starts a recipe; use concat to add rows")
+        formats = [s for s in self.steps if isinstance(s, FormatOp)]
+        if len(formats) != 1:
+            raise ValueError(f"a recipe needs exactly one format step, got {len(formats)}")
+        return self
+
+    @property
+    def format(self) -> FormatOp:
+        return next(s for s in self.steps if isinstance(s, FormatOp))
+
+    @property
+    def sample_cap(self) -> int | None:
+        caps = [s.n for s in self.steps if isinstance(s, SubsampleOp)]
+        return min(caps) if caps else None

@@ -1,0 +1,262 @@
+"""The interactive report page: one HTML file with plotly.js inlined, so it opens offline.
+
+Plans and dataset text are untrusted (an LLM or a user wrote them), so nothing from a run is
+ever put into the page as markup: tables go through ``html.escape`` and the node data travels as
+JSON in a ``<script type="application/json">`` block with ``<``, ``>`` and ``&`` escaped, and
+the page's script shows it with ``textContent`` only.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any
+
+from trex_ray.report import RunData, best_so_far, knobs, ranked
+
+STATUS_STYLE = {  # marker symbol and colour of nodes without a score to colour them by
+    "failed": ("x", "#d62728"),
+    "pruned": ("circle-open", "#9e9e9e"),
+    "planned": ("circle-open", "#ff9800"),
+    "running": ("circle-open", "#ff9800"),
+}
+
+
+def safe_json(obj: Any) -> str:
+    """JSON that cannot end a script block or open a comment, whatever strings it holds
+    (NaN and infinities become null, which JSON.parse accepts)."""
+    from plotly.utils import PlotlyJSONEncoder
+
+    text = json.dumps(obj, cls=PlotlyJSONEncoder)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def layout(tree: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """(x, y) per node: leaves spread left to right in depth-first order, each parent centred
+    over its children, one row per depth (root at the top)."""
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    pos: dict[str, tuple[float, float]] = {}
+    next_leaf = [0.0]
+
+    def place(node_id: str) -> float:
+        n = nodes[node_id]
+        kids = [k for k in n["children"] if k in nodes]
+        x = sum(place(k) for k in kids) / len(kids) if kids else next_leaf[0]
+        if not kids:
+            next_leaf[0] += 1.0
+        pos[node_id] = (x, -float(n["depth"]))
+        return x
+
+    roots = [n["id"] for n in tree["nodes"] if n["parent_id"] is None or n["parent_id"] not in nodes]
+    for r in roots:
+        place(r)
+    return pos
+
+
+def tree_figure(run: RunData) -> dict[str, Any]:
+    """The tree as a plotly figure: edges labelled with the child's direction, scored nodes
+    coloured by score, failed/pruned/pending nodes with their own symbols, the best ringed."""
+    import plotly.graph_objects as go
+
+    tree, pos = run.tree, layout(run.tree)
+    nodes = {n["id"]: n for n in tree["nodes"]}
+    fig = go.Figure()
+    for dashed in (False, True):
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for n in tree["nodes"]:
+            if n["parent_id"] in pos and (n["status"] in ("pruned", "planned")) == dashed:
+                (x0, y0), (x1, y1) = pos[n["parent_id"]], pos[n["id"]]
+                xs += [x0, x1, None]
+                ys += [y0, y1, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                 line={"color": "#bbb", "width": 1.5, "dash": "dot" if dashed else "solid"}))
+    for n in tree["nodes"]:
+        if n["parent_id"] in pos:
+            (x0, y0), (x1, y1) = pos[n["parent_id"]], pos[n["id"]]
+            fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=html.escape(n["plan"]["direction"]),
+                               showarrow=False, font={"size": 10, "color": "#555"}, bgcolor="rgba(255,255,255,0.8)")
+    scored = [n for n in tree["nodes"] if n["status"] == "succeeded" and n["score"] is not None]
+    groups: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = [
+        ("scored", scored, {"size": 22, "color": [n["score"] for n in scored], "colorscale": "Viridis",
+                            "showscale": True, "colorbar": {"title": {"text": run.metric}, "thickness": 12},
+                            "line": {"width": [4 if n["id"] == tree.get("best") else 1 for n in scored],
+                                     "color": ["#e377c2" if n["id"] == tree.get("best") else "#333" for n in scored]}}),
+    ]
+    for status, (symbol, colour) in STATUS_STYLE.items():
+        members = [n for n in tree["nodes"] if n["status"] == status]
+        groups.append((status, members, {"size": 20, "symbol": symbol, "color": colour, "line": {"width": 2, "color": colour}}))
+    for name, members, marker in groups:
+        if not members:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[pos[n["id"]][0] for n in members], y=[pos[n["id"]][1] for n in members], mode="markers+text",
+            name=name, marker=marker, text=[n["id"] for n in members], textposition="top center",
+            customdata=[n["id"] for n in members], hovertemplate="%{hovertext}<extra></extra>",
+            hovertext=[f"{n['id']} · {html.escape(n['plan']['direction'])} · {n['status']}"
+                       + (f" · {run.metric} {n['score']:.4f}" if n["score"] is not None else "") for n in members],
+        ))
+    depth = max((n["depth"] for n in nodes.values()), default=0)
+    fig.update_layout(
+        margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=140 + 110 * (depth + 1), plot_bgcolor="white",
+        xaxis={"visible": False}, yaxis={"visible": False, "range": [-depth - 0.5, 0.6]}, hovermode="closest",
+        legend={"orientation": "h", "y": -0.02}, clickmode="event",
+    )
+    return fig.to_plotly_json()
+
+
+def progress_figure(run: RunData, x_key: str, x_title: str) -> dict[str, Any]:
+    """Best score so far (step line) and each trial's score against ``x_key`` of ``best_so_far``."""
+    import plotly.graph_objects as go
+
+    pts = best_so_far(run)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[p[x_key] for p in pts], y=[p["best"] for p in pts], mode="lines+markers",
+                             line={"shape": "hv", "color": "#1f77b4"}, name="best so far",
+                             text=[p["node"] for p in pts], hovertemplate="%{text}: best %{y:.4f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[p[x_key] for p in pts], y=[p["score"] for p in pts], mode="markers",
+                             marker={"color": "#aaa", "size": 7}, name="trial score", text=[p["node"] for p in pts],
+                             hovertemplate="%{text}: %{y:.4f}<extra></extra>"))
+    if run.tree.get("base_score") is not None:
+        fig.add_hline(y=run.tree["base_score"], line_dash="dash", line_color="#888", annotation_text="base")
+    if x_key == "trial":
+        fig.update_xaxes(dtick=1)
+    fig.update_layout(margin={"l": 50, "r": 10, "t": 10, "b": 40}, height=300, xaxis_title=x_title,
+                      yaxis_title=run.metric, legend={"orientation": "h", "y": 1.12}, plot_bgcolor="#fafafa")
+    return fig.to_plotly_json()
+
+
+def _leaderboard_html(run: RunData) -> str:
+    base = run.tree.get("base_score")
+    rows = []
+    for i, n in enumerate(ranked(run), 1):
+        delta = f"{n['score'] - base:+.4f}" if n["score"] is not None and base is not None and n["parent_id"] else ""
+        cells = [str(i), n["id"], n["parent_id"] or "-", n["plan"]["direction"], knobs(n),
+                 f"{n['score']:.4f}" if n["score"] is not None else "-", delta, n["status"],
+                 f"{(n.get('cost') or {}).get('wall_seconds', 0):.1f}"]
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        rows.append(f'<tr class="{html.escape(n["status"])}" data-node="{html.escape(n["id"])}">{tds}</tr>')
+    head = "".join(f"<th>{h}</th>" for h in ("#", "node", "parent", "direction", "change", html.escape(run.metric),
+                                              "Δ base", "status", "wall s"))
+    return f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _summary_html(run: RunData) -> str:
+    s, tree = run.summary, run.tree
+    best = run.nodes.get(tree.get("best") or "")
+    model = s.get("base_model") or run.config.get("model", {}).get("name_or_path", "?")
+
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    items = [("task", run.task), ("base model", model), ("metric", run.metric),
+             ("status", f"finished: {run.finished}" if run.finished else "in progress"),
+             ("dev score", f"base {f(tree.get('base_score'))} → best {f(best['score'] if best else None)}"
+              + (f" ({best['id']})" if best else ""))]
+    if s:
+        items += [("test score", f"base {f(s.get('base_test_score'))} → best {f(s.get('best_test_score'))}"
+                   + (f" — {s['test_error'][:200]}" if s.get("test_error") else "")),
+                  ("trials", f"{s.get('trials')} ({s.get('failed_trials')} failed), {s.get('wall_seconds')} s")]
+    return "".join(f"<div><b>{html.escape(k)}</b> {html.escape(str(v))}</div>" for k, v in items)
+
+
+def render_html(run: RunData) -> str:
+    """The whole page as one string."""
+    from plotly.offline import get_plotlyjs
+
+    data = {"nodes": run.tree["nodes"], "metric": run.metric, "base": run.tree.get("base_score"),
+            "best": run.tree.get("best"),
+            "figures": {"tree": tree_figure(run), "by_trial": progress_figure(run, "trial", "trial number"),
+                        "by_compute": progress_figure(run, "compute_s", "cumulative compute (wall seconds)")}}
+    parts = {"TITLE": html.escape(f"TREX-Ray report — {run.run_dir.name}"), "SUMMARY": _summary_html(run),
+             "LEADERBOARD": _leaderboard_html(run), "CONFIG": html.escape(run.config_text or "(no config.yaml)"),
+             "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs()}
+    # one pass, so a placeholder-like string inside run text is never substituted itself
+    return re.sub(r"%(TITLE|SUMMARY|LEADERBOARD|CONFIG|DATA|PLOTLYJS)%", lambda m: parts[m.group(1)], PAGE)
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:16px;color:#222;background:#fff}
+h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:18px 0 6px}
+#summary{display:flex;flex-wrap:wrap;gap:6px 20px;font-size:14px}
+#main{display:flex;gap:16px;align-items:flex-start} #tree{flex:3;min-width:0;border:1px solid #ddd}
+#details{flex:2;border:1px solid #ddd;padding:8px;font-size:13px;max-height:80vh;overflow:auto}
+#details pre,#config{white-space:pre-wrap;background:#f6f6f6;padding:6px;font-size:12px}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
+#leaderboard tbody tr{cursor:pointer} #leaderboard tr:hover{background:#eef}
+tr.failed{color:#d62728} tr.pruned,tr.planned{color:#999} tr.selected{background:#ffe9a8}
+.charts{display:flex;gap:16px} .charts>div{flex:1;min-width:0}
+</style>
+<script>%PLOTLYJS%</script>
+</head><body>
+<h1>%TITLE%</h1>
+<div id="summary">%SUMMARY%</div>
+<h2>Experiment tree <small>(click a node)</small></h2>
+<div id="main"><div id="tree"></div><div id="details"><i>Click a node in the tree or a leaderboard row.</i></div></div>
+<h2>Leaderboard</h2>
+%LEADERBOARD%
+<h2>Best score so far</h2>
+<div class="charts"><div id="by_trial"></div><div id="by_compute"></div></div>
+<h2>Configuration</h2>
+<pre id="config">%CONFIG%</pre>
+<script type="application/json" id="run-data">%DATA%</script>
+<script>
+"use strict";
+const RUN = JSON.parse(document.getElementById("run-data").textContent);
+const NODES = Object.fromEntries(RUN.nodes.map(n => [n.id, n]));
+const CONF = {displaylogo: false, responsive: true};
+for (const id of ["tree", "by_trial", "by_compute"]) {
+  const f = RUN.figures[id];
+  Plotly.newPlot(id, f.data, f.layout, CONF);
+}
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+function kv(rows) {
+  const t = el("table");
+  for (const [k, v] of rows) {
+    const tr = el("tr"); tr.appendChild(el("th", k)); tr.appendChild(el("td", v)); t.appendChild(tr);
+  }
+  return t;
+}
+function fmt(x) { return (x === null || x === undefined) ? "-" : (typeof x === "number" ? +x.toFixed(4) : x); }
+function show(id) {
+  const n = NODES[id]; if (!n) return;
+  const d = document.getElementById("details"); d.replaceChildren();
+  d.dataset.node = id;
+  d.appendChild(el("h3", `${n.id} — ${n.plan.direction} (${n.status})`));
+  const delta = (n.score !== null && RUN.base !== null && n.parent_id) ? (n.score - RUN.base).toFixed(4) : "-";
+  d.appendChild(kv([["parent", n.parent_id || "-"], ["score (" + RUN.metric + ")", fmt(n.score)], ["vs base", delta],
+    ["reward", fmt(n.reward)], ["proposed by", n.source], ["visits", n.visits]]));
+  if (n.failure) { d.appendChild(el("h4", n.status === "pruned" ? "Pruned" : "Failure")); d.appendChild(el("pre", n.failure)); }
+  if (n.diagnosis) { d.appendChild(el("h4", "Diagnosis")); d.appendChild(el("pre", n.diagnosis)); }
+  d.appendChild(el("h4", "Rationale")); d.appendChild(el("div", n.plan.rationale || "-"));
+  const curve = (n.recipe_stats || {}).loss_curve || [];
+  d.appendChild(el("h4", "Training loss"));
+  if (curve.length) {
+    const div = el("div"); div.id = "loss"; d.appendChild(div);
+    Plotly.newPlot(div, [{x: curve.map(p => p.step), y: curve.map(p => p.loss), mode: "lines+markers", name: "loss"}],
+      {height: 220, margin: {l: 45, r: 10, t: 10, b: 35}, xaxis: {title: {text: "step"}}, yaxis: {title: {text: "loss"}}}, CONF);
+  } else d.appendChild(el("div", n.plan.training ? "no loss logged" : "no training (evaluation only)"));
+  d.appendChild(el("h4", "Metrics"));
+  d.appendChild(kv(Object.entries(n.metrics || {}).map(([k, v]) => [k, fmt(v)])));
+  d.appendChild(el("h4", "Cost"));
+  d.appendChild(kv(Object.entries(n.cost || {}).map(([k, v]) => [k, v])));
+  const stats = Object.assign({}, n.recipe_stats || {}); delete stats.loss_curve;
+  d.appendChild(el("h4", "Recipe statistics")); d.appendChild(el("pre", JSON.stringify(stats, null, 1)));
+  d.appendChild(el("h4", "Plan")); d.appendChild(el("pre", JSON.stringify(n.plan, null, 1)));
+  d.appendChild(el("h4", "Artifacts")); d.appendChild(kv(Object.entries(n.artifacts || {})));
+  for (const tr of document.querySelectorAll("#leaderboard tbody tr"))
+    tr.classList.toggle("selected", tr.dataset.node === id);
+}
+document.getElementById("tree").on("plotly_click", ev => { if (ev.points.length) show(ev.points[0].customdata); });
+for (const tr of document.querySelectorAll("#leaderboard tbody tr")) tr.addEventListener("click", () => show(tr.dataset.node));
+</script>
+</body></html>
+"""
