@@ -8,8 +8,6 @@ import logging
 import re
 from pathlib import Path
 
-import pytest
-
 from trex_ray.plan import Plan
 
 
@@ -23,7 +21,7 @@ def test_merged_export_matches_the_adapter(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trex_ray.final import export_merged
+    from trex_ray.final import export_merged, final_evaluation
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -40,11 +38,21 @@ def test_merged_export_matches_the_adapter(tiny_model_dir, tmp_path):
         plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits
     assert not torch.allclose(expected, plain, atol=1e-3)  # the adapter matters
 
-    out = export_merged(_ctx(tiny_model_dir, tmp_path), str(adapter), tmp_path / "merged")
-    assert out == str(tmp_path / "merged")
-    assert list((tmp_path / "merged").glob("*.safetensors")) and (tmp_path / "merged" / "tokenizer.json").is_file()
-    assert not (tmp_path / "merged" / "adapter_config.json").exists()
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    # the end of a run with a LoRA best node: test scores (adapter applied on the base) and the export
+    plan = {"direction": "baseline", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
+    tree = {"root": "n0", "best": "n1", "nodes": [
+        {"id": "n0", "parent_id": None, "plan": plan, "artifacts": {}},
+        {"id": "n1", "parent_id": "n0", "plan": plan | {"direction": "method", "training": {"method": "lora"}},
+         "artifacts": {"model": str(adapter)}}]}
+    out = final_evaluation(_ctx(tiny_model_dir, tmp_path), tree, test_limit=8, export=True)
+    assert "test_error" not in out and "export_error" not in out
+    assert out["base_test_metrics"]["n"] == 8 and out["best_test_metrics"]["n"] == 8 and out["test_node"] == "n1"
+    assert len((tmp_path / "nodes" / "n1" / "test_predictions.jsonl").read_text().splitlines()) == 8
+    merged_dir = tmp_path / "best" / "merged"
+    assert out["merged_model_dir"] == str(merged_dir)
+    assert list(merged_dir.glob("*.safetensors")) and (merged_dir / "tokenizer.json").is_file()
+    assert not (merged_dir / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, expected, atol=1e-4)
     # a full-weights node has nothing to merge
@@ -137,3 +145,30 @@ def test_live_view_prints_one_parseable_line_per_event(caplog):
     bad = [l for l in lines if "\n" in l.strip() or "\x1b" in l or not LINE.match(l)]
     assert not bad, bad
     assert lines[-1].startswith("status  trials 1/2 done, 1 failed, 0 running | best 0.5000 (n1)")
+
+
+def test_live_report_follows_the_state_and_never_breaks_it(tmp_path, monkeypatch):
+    from test_core import DEFAULTS, TASK
+
+    import trex_ray.report as report
+    from trex_ray.state import SearchState
+    from trex_ray.tree import SearchParams
+
+    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=2, children_per_expansion=2,
+                    live_report=True)
+    s.next_node("t0")
+    s.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    md = (tmp_path / "report.md").read_text()
+    assert "in progress" in md and "| n0 |" in md and (tmp_path / "report.html").is_file()
+    assert s.begin_expansion()["node_id"] == "n0"
+    kid = {"direction": "more_data", "training": {"method": "lora"},
+           "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
+    assert s.add_children("n0", [kid], "test") == ["n1"]
+
+    def broken(run_dir):  # a report bug must not stop the run
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    s.fail("n1", "RuntimeError: out of memory")
+    assert s.tree.nodes["n1"].status == "failed"
+    assert "n1" not in (tmp_path / "report.md").read_text()  # the old report stays until the next good write

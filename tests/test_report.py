@@ -3,6 +3,7 @@ model and its card, TensorBoard files; then the page in a real headless Chromium
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ from trex_ray.config import load_config
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+HAVE_MLFLOW = importlib.util.find_spec("mlflow") is not None
 EVIL = "</script><script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
 
 
@@ -25,7 +27,8 @@ def run(tiny_model_dir, tmp_path_factory) -> tuple[Path, dict]:
     from trex_ray.run import run_search
 
     out = tmp_path_factory.mktemp("report")
-    cfg = load_config(None, tiny_args(tiny_model_dir, out, "rep", trials=3) + ["--task.test_limit=48"])
+    extra = ["--task.test_limit=48"] + (["--run.tracker=mlflow"] if HAVE_MLFLOW else [])
+    cfg = load_config(None, tiny_args(tiny_model_dir, out, "rep", trials=3) + extra)
     summary = run_search(cfg)
     return out / "rep", summary
 
@@ -132,6 +135,21 @@ def test_tensorboard_files_hold_each_trials_score(run):
     done = {n["id"]: n["score"] for n in _tree(run_dir)["nodes"] if n["score"] is not None}
     assert scores.keys() == done.keys()
     assert all(scores[k] == pytest.approx(done[k]) for k in done)
+
+
+@pytest.mark.skipif(not HAVE_MLFLOW, reason="mlflow not installed (pip install mlflow-skinny)")
+def test_mlflow_tracker_logs_every_trial(run):
+    from mlflow.tracking import MlflowClient
+
+    run_dir, _ = run
+    client = MlflowClient((run_dir / "mlruns").as_uri())
+    (exp,) = [e for e in client.search_experiments() if e.name == "trex-ray-rep"]
+    runs = client.search_runs([exp.experiment_id])
+    done = {n["id"]: n["score"] for n in _tree(run_dir)["nodes"] if n["score"] is not None}
+    logged = {r.data.params["node_id"]: r.data.metrics.get("score") for r in runs}
+    assert logged.keys() == done.keys()
+    assert all(logged[k] == pytest.approx(done[k]) for k in done)
+    assert all(r.data.tags.get("task") == "sst2" for r in runs)
 
 
 def _hostile_copy(run_dir: Path, dest: Path) -> Path:

@@ -139,7 +139,8 @@ class LLMConfig(_Section):
     price_per_1k_output: float = Field(0.0, ge=0)
     """Cost per 1000 completion tokens, for the spend budget."""
     max_cost: float | None = Field(None, ge=0)
-    """LLM spend budget of the run; once spent, the builtin rules propose. Unset: no limit."""
+    """LLM spend budget of the run, checked before each expansion (the last one may overshoot
+    it); once spent, the builtin rules propose. Unset: no limit."""
     concurrency: int = Field(2, ge=1)
     """Requests to the endpoint at once."""
 
@@ -186,6 +187,11 @@ class RunConfig(_Section):
     """Console log level."""
     export_merged: bool = False
     """Also save the best LoRA node merged into its base model (safetensors) under best/merged/."""
+    tracker: Literal["tensorboard", "mlflow"] = "tensorboard"
+    """Where trial metrics go besides the run directory: tensorboard (Tune's event files under
+    RUN_DIR/tune, always written) or mlflow (also an MLflow run per trial; pip install mlflow-skinny)."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking URI for run.tracker=mlflow (default: a local file store, RUN_DIR/mlruns)."""
 
 
 class Config(_Section):

@@ -108,6 +108,18 @@ def train_loop(config: dict[str, Any]) -> None:
         ray.train.report({"node_id": node_id, "phase": "eval"})
 
 
+def scaling_config(res: TrialResources):
+    """Ray Train's worker reservation for a plan: ``num_workers`` bundles of the worker's CPUs and
+    GPUs, PACKed (one node when they fit, spread over nodes when they must)."""
+    from ray import train
+
+    per_worker = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker:
+        per_worker["GPU"] = res.gpus_per_worker
+    return train.ScalingConfig(num_workers=res.num_workers, use_gpu=res.gpus_per_worker > 0,
+                               resources_per_worker=per_worker, placement_strategy="PACK")
+
+
 def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResources, max_failures: int) -> dict[str, Any]:
     """Train and evaluate ``plan`` on ``res.num_workers`` workers; returns the trial's outcome.
     Progress and the final outcome reach Tune through ``TuneReportCallback``."""
@@ -115,15 +127,11 @@ def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResou
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    per_worker = {"CPU": res.cpus_per_worker}
-    if res.gpus_per_worker:
-        per_worker["GPU"] = res.gpus_per_worker
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"context": ctx.to_dict(), "plan": plan.model_dump(mode="json"),
                            "resources": res.model_dump(), "node_id": node_id},
-        scaling_config=train.ScalingConfig(num_workers=res.num_workers, use_gpu=res.gpus_per_worker > 0,
-                                           resources_per_worker=per_worker, placement_strategy="PACK"),
+        scaling_config=scaling_config(res),
         run_config=train.RunConfig(
             name=f"train-{node_id}", storage_path=str(Path(ctx.run_dir) / "train"),
             failure_config=train.FailureConfig(max_failures=max_failures),

@@ -116,16 +116,19 @@ class LLMClient:
         limit = self.cfg.get("max_cost")
         return limit is None or self.total.cost < limit
 
+    def check_budget(self) -> None:
+        if not self.budget_left():
+            raise LLMError(f"LLM budget spent ({self.total.cost:.4f} of max_cost {self.cfg['max_cost']})")
+
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.cfg.get("price_per_1k_input", 0.0)
                 + completion_tokens * self.cfg.get("price_per_1k_output", 0.0)) / 1000
 
     def chat(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None,
              schema_name: str = "answer") -> tuple[str, Usage]:
-        """The answer's text and this call's usage (retries included). LLMError when the budget
-        is spent, the request keeps failing, or the answer is empty."""
-        if not self.budget_left():
-            raise LLMError(f"LLM budget spent ({self.total.cost:.4f} of max_cost {self.cfg['max_cost']})")
+        """The answer's text and this call's usage (retries included). LLMError when the
+        request keeps failing or the answer is empty. The budget is the caller's to check
+        (``check_budget``): an expansion under way may finish its calls."""
         kwargs: dict[str, Any] = dict(model=self.cfg["model"], messages=messages,
                                       temperature=self.cfg["temperature"], max_tokens=self.cfg["max_tokens"])
         fmt = response_format(self.cfg["structured_output"], schema_name, schema) if schema else None

@@ -85,23 +85,24 @@ def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_t
     When too long, the least useful parts go first: key nodes beyond the top few, then the
     node's siblings, then the path's oldest entries, then the rest of the key nodes and the
     existing children; as a last resort the text is cut. The selected node (with its full
-    plan) and the requirement spec are what an expansion cannot do without.
+    plan) and the requirement spec are what an expansion cannot do without, so they come first.
     """
     mem = request.memory
     path = [_line(s) for s in mem["path"][:-1]]  # the last entry is the node itself, shown in full
     children = [_line(s) for s in mem["children"]]
     siblings = [_line(s) for s in mem["siblings"]]
     key_nodes = [_line(s) for s in mem["key_nodes"]]
-    node = {k: _clip(v) for k, v in mem["node"].items() if k != "plan"}
+    node = {k: _clip(v) for k, v in mem["node"].items() if k != "plan" and v is not None}
     dropped = {"path": 0, "siblings": 0, "key_nodes": 0, "children": 0}
 
     def render() -> str:
+        # Most essential first: a last-resort cut keeps the head.
         parts = [
-            "REQUIREMENTS " + json.dumps(requirement, ensure_ascii=False),
-            f"SCORES base={mem.get('base_score')} best={mem.get('best_score')} (metric {requirement['target']['metric']}, "
-            f"{requirement['target']['direction']}; reward = normalised gain over base)",
             "SELECTED NODE " + json.dumps(node, ensure_ascii=False),
             "SELECTED NODE PLAN " + json.dumps(mem["node"]["plan"], ensure_ascii=False),
+            f"SCORES base={mem.get('base_score')} best={mem.get('best_score')} (metric {requirement['target']['metric']}, "
+            f"{requirement['target']['direction']}; reward = normalised gain over base)",
+            "REQUIREMENTS " + json.dumps(requirement, ensure_ascii=False),
             "PATH FROM ROOT (oldest first)", *path,
             "EXISTING CHILDREN OF THE SELECTED NODE (do not repeat)", *children,
             "SIBLINGS", *siblings,

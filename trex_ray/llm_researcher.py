@@ -27,7 +27,7 @@ from trex_ray.policy import BuiltinPolicy, ExpansionRequest, first_plan
 
 log = logging.getLogger(__name__)
 
-USAGE_FILE = "llm_usage.json"
+EXPANSIONS_FILE = "llm_expansions.jsonl"
 REQUIREMENT_FILE = "requirement.json"
 MAX_PLANS = 8
 SCHEMA_STRING_CAP = 400  # longest string the constrained decoder may emit (keeps answers short)
@@ -177,20 +177,30 @@ class LLMResearcher:
 
     # ------------------------------------------------------------------ run state on disk
     def _restore_usage(self) -> None:
-        """Resume the run's spend (a resumed run or a restarted actor keeps its budget)."""
-        path = self.run_dir / USAGE_FILE if self.run_dir else None
-        if path is not None and path.is_file():
-            try:
-                self.client.total = Usage(**json.loads(path.read_text())["total"])  # type: ignore[union-attr]
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("ignoring unreadable %s: %s", path, e)
-
-    def _save_usage(self) -> None:
-        if self.run_dir is None or self.client is None:
+        """Resume the run's spend from the expansion log (a resumed run or a restarted actor
+        keeps its budget)."""
+        path = self.run_dir / EXPANSIONS_FILE if self.run_dir else None
+        if path is None or not path.is_file():
             return
-        tmp = self.run_dir / (USAGE_FILE + ".tmp")
-        tmp.write_text(json.dumps({"total": self.client.total.to_dict()}, indent=1))
-        tmp.replace(self.run_dir / USAGE_FILE)
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for line in reversed(lines):  # the last complete line holds the running total
+            try:
+                self.client.total = Usage(**json.loads(line)["run_total"])  # type: ignore[union-attr]
+                return
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def _log_expansion(self, request: ExpansionRequest, proposal: "Proposal") -> None:
+        """One line per expansion: which node, who proposed, why, and what it cost (the ledger
+        records each child's source; this records the reasons)."""
+        if self.run_dir is None or not self.run_dir.is_dir():
+            return
+        entry = {"node_id": request.memory["node"].get("id"), "source": proposal.source, "note": proposal.note,
+                 "direction": proposal.direction, "plans": len(proposal.plans),
+                 "first_try_valid": proposal.first_try_valid, "usage": proposal.usage,
+                 "run_total": self.client.total.to_dict() if self.client else None}
+        with open(self.run_dir / EXPANSIONS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def requirements(self, request: ExpansionRequest) -> dict[str, Any]:
         """The task's requirement spec, computed once per run (and written to the run dir)."""
@@ -211,6 +221,9 @@ class LLMResearcher:
         try:
             if self.client is None:
                 raise LLMError(self.unavailable or "no LLM")
+            # Checked once per expansion: the spend may overshoot max_cost by one expansion's
+            # calls, rather than waste the calls already made on a half-finished expansion.
+            self.client.check_budget()
             choice, plans = self._ask_llm(request, checks)
             direction = choice.direction
             source, note = "llm", f"{choice.direction}: {choice.reasoning[:300]}"
@@ -228,9 +241,10 @@ class LLMResearcher:
             usage = Usage(t.calls - before.calls, t.prompt_tokens - before.prompt_tokens,
                           t.completion_tokens - before.completion_tokens, t.cost - before.cost,
                           t.retries - before.retries, t.estimated)
-            self._save_usage()
-        return Proposal(plans=plans, source=source, note=note, usage=usage.to_dict(),
-                        direction=direction, first_try_valid=checks)
+        proposal = Proposal(plans=plans, source=source, note=note, usage=usage.to_dict(),
+                            direction=direction, first_try_valid=checks)
+        self._log_expansion(request, proposal)
+        return proposal
 
     def _ask_llm(self, request: ExpansionRequest, checks: list[bool]) -> tuple[DirectionChoice, list[Plan]]:
         mem, n = request.memory, min(request.n, MAX_PLANS)

@@ -151,6 +151,7 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     from trex_ray.executor import TrialContext
     from trex_ray.progress import LiveView, leaderboard
     from trex_ray.searcher import TreeSearcher, TrialErrorCallback
+    from trex_ray.trackers import tracker_callbacks
     from trex_ray.trial import run_trial, trial_resources
 
     task = get_task(spec.id)
@@ -186,7 +187,7 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
         run_config=tune.RunConfig(
             name=f"search-{attempt}", storage_path=str(run_dir / "tune"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-            callbacks=[TrialErrorCallback(state, view.event)],
+            callbacks=[TrialErrorCallback(state, view.event), *tracker_callbacks(cfg, run_dir)],
         ),
     )
     tuner.fit()

@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any, Callable
 
 import datasets
+import pyarrow as pa
 
 from ftbench.task import Task, TaskDataError
 from trex_ray.recipes import dedup, transforms
@@ -99,8 +100,13 @@ def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
         par = num_proc if num_proc > 1 and rows_in >= PARALLEL_MIN_ROWS else None
         try:
             ds, extra = _run_step(step, ds, recipe, task, paths, where, par, limit, stats)
+        except RecipeError:
+            raise
         except TaskDataError as e:
             raise RecipeError(f"{where}: {e}") from None
+        except (pa.ArrowException, KeyError, TypeError, ValueError) as e:  # data the step cannot handle
+            first = str(e).splitlines()[0][:300] if str(e) else ""
+            raise RecipeError(f"{where}: {type(e).__name__}: {first}") from None
         stats["steps"].append({"op": step.op, "rows_in": rows_in, "rows_out": len(ds),
                                "seconds": round(time.time() - t1, 3), **extra})
         if len(ds) == 0:

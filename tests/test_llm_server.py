@@ -1,0 +1,64 @@
+"""The LLM Researcher against a REAL OpenAI-compatible server: llama-cpp-python serving
+SmolLM2-135M on 127.0.0.1. A 135M model plans poorly, so these test the plumbing: the
+llama_cpp structured-output dialect yields JSON that validates into a Plan, the memory budget
+holds for a real tokenizer, tokens are counted from the server's usage, and bad (truncated)
+output ends in the builtin fallback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from llm_helpers import TASK, llm_cfg, plan_dict, request_for, small_tree, start_llama_server, stop
+from trex_ray.llm_client import LLMClient, estimate_tokens
+from trex_ray.llm_memory import analyze_requirements, render_context
+from trex_ray.llm_researcher import EXPANSIONS_FILE, PlanBatch, LLMResearcher, llm_schema, validate_answer
+from trex_ray.plan import Plan
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                reason="llama-cpp-python is not installed")
+
+CHAT_OVERHEAD = 40  # tokens the chat template adds around one user message
+
+
+@pytest.fixture(scope="session")
+def llama_url(tmp_path_factory):
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama") / "server.log")
+    yield url
+    stop(proc)
+
+
+def test_constrained_output_validates_into_a_plan(llama_url):
+    client = LLMClient(llm_cfg(llama_url, max_tokens=260))
+    example = {"differences": "one plan", "plans": [plan_dict(lr=0.001, rationale="more lr")]}
+    text, usage = client.chat(
+        [{"role": "user", "content": "Reply with exactly this JSON object:\n" + json.dumps(example)}],
+        llm_schema(PlanBatch, max_items=1), "plans")
+    data = json.loads(text)  # grammar-constrained: plain JSON, no chatter
+    batch = validate_answer(text, PlanBatch, "plans")
+    assert isinstance(batch, PlanBatch) and isinstance(batch.plans[0], Plan)
+    assert batch.plans[0].training is not None and data["plans"][0]["recipe"]["steps"][0]["op"] == "load"
+    assert usage.calls == 1 and usage.prompt_tokens > 50 and usage.completion_tokens > 20 and not usage.estimated
+
+
+def test_memory_budget_holds_for_the_real_tokenizer(llama_url):
+    budget = 800
+    text = render_context(request_for(small_tree(extra_nodes=10), "n2"), analyze_requirements(TASK), budget)
+    assert estimate_tokens(text) <= budget and "OMITTED FOR LENGTH" in text and "…[cut]" not in text
+    client = LLMClient(llm_cfg(llama_url, max_tokens=1))
+    _, usage = client.chat([{"role": "user", "content": text}])
+    assert usage.prompt_tokens <= budget + CHAT_OVERHEAD
+
+
+def test_expansion_counts_tokens_and_falls_back_on_truncated_output(llama_url, tmp_path):
+    r = LLMResearcher(llm_cfg(llama_url, max_tokens=6, max_prompt_tokens=200, price_per_1k_input=0.5), str(tmp_path))
+    out = r.propose_detailed(request_for(small_tree(), "n2", n=1))
+    # 6 tokens cannot hold the direction JSON: asked, re-asked once with the error, then builtin
+    assert out.source == "builtin-fallback" and "still invalid after one re-ask" in out.note
+    assert out.first_try_valid == [False] and len(out.plans) == 1
+    assert out.usage["calls"] == 2 and out.usage["completion_tokens"] == 12
+    assert out.usage["prompt_tokens"] > 300 and out.usage["cost"] == pytest.approx(out.usage["prompt_tokens"] / 1000 * 0.5)
+    log = [json.loads(line) for line in (tmp_path / EXPANSIONS_FILE).read_text().splitlines()]
+    assert log[-1]["source"] == "builtin-fallback" and log[-1]["run_total"]["calls"] == 2
