@@ -4,14 +4,18 @@ llama-cpp-python OpenAI-compatible server on 127.0.0.1 serving SmolLM2-135M."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from trex_ray.plan import Plan
+import pytest
+
 from trex_ray.policy import ExpansionRequest, TaskSpec, baseline_plan
 from trex_ray.tree import SearchParams, Tree
 
@@ -110,3 +114,75 @@ def llm_cfg(base_url: str, **over: Any) -> dict[str, Any]:
                      max_tokens=300, max_retries=1, retry_backoff_s=0.01, timeout_s=60).model_dump() | over
 
 
+# ---------------------------------------------------------------- a scripted fake endpoint
+class Script:
+    """What the fake server answers, one entry per request, and what it was asked."""
+
+    def __init__(self, replies: list[Any] | Callable[[dict], Any]) -> None:
+        self.replies = replies if callable(replies) else list(replies)
+        self.requests: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        self.lock = threading.Lock()
+
+
+def completion(text: str, prompt_tokens: int = 100, completion_tokens: int = 20) -> bytes:
+    return json.dumps({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }).encode()
+
+
+@pytest.fixture
+def fake_server():
+    """Yields a function: replies -> (base_url, script): a fake OpenAI-compatible chat endpoint.
+    ``replies`` is a list, one per request, or a function of the request body; a reply is a
+    text (a 200 answer), an int (that HTTP status), or ("sleep", seconds, text) (a late answer).
+    Past the list's end it answers 500."""
+    servers = []
+
+    def start(replies: Any) -> tuple[str, Script]:
+        script = Script(replies)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with script.lock:
+                    script.requests.append(body)
+                    script.auth.append(self.headers.get("Authorization"))
+                    if callable(script.replies):
+                        reply = script.replies(body)
+                    else:
+                        reply = script.replies.pop(0) if script.replies else 500
+                if isinstance(reply, tuple):
+                    time.sleep(reply[1])
+                    reply = reply[2]
+                if isinstance(reply, int):
+                    # like some real servers, echo the credentials in the error (to test scrubbing)
+                    msg = f"boom; got {self.headers.get('Authorization')}"
+                    data, status = json.dumps({"error": {"message": msg}}).encode(), reply
+                else:
+                    data, status = completion(reply), 200
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/v1", script
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()

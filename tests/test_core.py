@@ -184,6 +184,8 @@ def test_ledger_is_durable_and_replays_equal_live(tmp_path):
     state.fail("n2", "ValueError: boom")
     replayed = Tree.replay(read_events(tmp_path / "events.jsonl"), SearchParams())
     assert replayed.to_dict() == state.tree.to_dict()
+    assert (tmp_path / "tree.json").is_file()  # views are refreshed as nodes end (rate-limited)
+    state.close("test over")  # ... and always written at the end
     assert json.loads((tmp_path / "tree.json").read_text()) == json.loads(json.dumps(state.tree.to_dict(), default=str))
 
 

@@ -172,3 +172,15 @@ def test_live_report_follows_the_state_and_never_breaks_it(tmp_path, monkeypatch
     s.fail("n1", "RuntimeError: out of memory")
     assert s.tree.nodes["n1"].status == "failed"
     assert "n1" not in (tmp_path / "report.md").read_text()  # the old report stays until the next good write
+
+
+def test_model_card_names_the_licence_of_every_data_source():
+    from ftbench.tasks import get_task
+    from trex_ray.export import data_licences
+
+    plan = Plan.model_validate({"direction": "more_data", "training": {"method": "lora"}, "recipe": {"steps": [
+        {"op": "load"}, {"op": "concat", "sources": [{"source": "hub:org/extra"}, {"source": "/data/mine.jsonl"}]},
+        {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}})
+    lines = data_licences(plan, "sst2")
+    assert len(lines) == 3 and get_task("sst2").licence in lines[0]
+    assert "org/extra" in lines[1] and "/data/mine.jsonl" in lines[2]

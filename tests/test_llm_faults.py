@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from llm_helpers import TASK, llm_cfg, plan_dict, request_for, small_tree
+from llm_helpers import TASK, fake_server, llm_cfg, plan_dict, request_for, small_tree  # noqa: F401 (fixture)
 from trex_ray.llm_memory import CLOSE, OPEN
 from trex_ray.llm_researcher import EXPANSIONS_FILE, REQUIREMENT_FILE, LLMResearcher
 from trex_ray.plan import Plan
@@ -28,70 +26,6 @@ def plans_answer(*plans: dict) -> str:
 
 
 GOOD_PLANS = plans_answer(plan_dict(lr=5e-4, rationale="higher lr"), plan_dict(lr=8e-5, rationale="lower lr"))
-
-
-class Script:
-    """What the fake server answers, one entry per request, and what it was asked."""
-
-    def __init__(self, replies: list[Any]) -> None:
-        self.replies = list(replies)
-        self.requests: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-
-
-def completion(text: str, prompt_tokens: int = 100, completion_tokens: int = 20) -> bytes:
-    return json.dumps({
-        "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }).encode()
-
-
-@pytest.fixture
-def fake_server():
-    """Yields a function: replies -> (base_url, script). A reply is a text (200 answer), an int
-    (that HTTP status), or ("sleep", seconds) (answer too late)."""
-    servers = []
-
-    def start(replies: list[Any]) -> tuple[str, Script]:
-        script = Script(replies)
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with script.lock:
-                    script.requests.append(body)
-                    reply = script.replies.pop(0) if script.replies else 500
-                if isinstance(reply, tuple):
-                    time.sleep(reply[1])
-                    reply = DIRECTION
-                if isinstance(reply, int):
-                    data, status = json.dumps({"error": {"message": "boom"}}).encode(), reply
-                else:
-                    data, status = completion(reply), 200
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}/v1", script
-
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.fixture
@@ -143,7 +77,7 @@ def test_persistent_5xx_falls_back_to_builtin(fake_server):
 
 
 def test_timeouts_are_retried_then_fall_back(fake_server):
-    url, script = fake_server([("sleep", 1.5), ("sleep", 1.5)])
+    url, script = fake_server([("sleep", 1.5, DIRECTION), ("sleep", 1.5, DIRECTION)])
     out = researcher(url, timeout_s=0.3, max_retries=1).propose_detailed(request_for(small_tree(), "n2", n=1))
     assert out.source == "builtin-fallback" and "Timeout" in out.note
     assert len(script.requests) == 2
@@ -233,17 +167,17 @@ def test_missing_key_variable_falls_back(fake_server, monkeypatch):
     assert out.source == "builtin-fallback" and "TREX_TEST_NO_SUCH_KEY" in out.note and script.requests == []
 
 
-def test_key_is_sent_from_env_and_never_written(fake_server, monkeypatch, tmp_path):
+def test_key_comes_from_env_and_is_never_written(fake_server, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("TREX_TEST_KEY", "sk-secret-123")
-    url, script = fake_server([DIRECTION, GOOD_PLANS])
-    seen: list[str] = []
+    url, script = fake_server([DIRECTION, GOOD_PLANS, 401])
     r = researcher(url, api_key_env="TREX_TEST_KEY", run_dir=str(tmp_path))
-    r.propose_detailed(request_for(small_tree(), "n2", n=2))
-    assert len(script.requests) == 2
-    for f in tmp_path.iterdir():
-        seen.append(f.name)
-        assert "sk-secret-123" not in f.read_text()
-    assert set(seen) == {EXPANSIONS_FILE, REQUIREMENT_FILE}
+    assert r.propose_detailed(request_for(small_tree(), "n2", n=2)).source == "llm"
+    failed = r.propose_detailed(request_for(small_tree(), "n1", n=2))  # the server echoes the key in a 401
+    assert script.auth == ["Bearer sk-secret-123"] * 3
+    assert failed.source == "builtin-fallback" and "AuthenticationError" in failed.note and "***" in failed.note
+    assert "sk-secret-123" not in failed.note and "sk-secret-123" not in caplog.text
+    assert {f.name for f in tmp_path.iterdir()} == {EXPANSIONS_FILE, REQUIREMENT_FILE}
+    assert all("sk-secret-123" not in f.read_text() for f in tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("dialect, expect", [

@@ -17,6 +17,8 @@ from trex_ray.policy import TaskSpec
 
 
 def omitted(text: str) -> dict:
+    if "…[cut]" in text:
+        return {"cut": True}
     line = next((l for l in text.splitlines() if l.startswith("OMITTED FOR LENGTH ")), None)
     return json.loads(line.split(" ", 3)[3]) if line else {}
 
@@ -53,11 +55,11 @@ def test_memory_drops_key_nodes_then_siblings_then_path():
     first_path = next(i for i, o in enumerate(seq) if o.get("path"))
     assert seq[first_path]["siblings"] == len(req.memory["siblings"])
     assert seq[first_path]["key_nodes"] == len(req.memory["key_nodes"]) - 2
-    # everything optional goes before the text is cut; the cut keeps the selected node's plan
-    texts = {b: render_context(req, spec, b) for b in sizes}
-    cut = [b for b, t in texts.items() if "…[cut]" in t]
-    assert cut and all(sizes[b] == {} or sizes[b].get("children") == len(req.memory["children"]) for b in cut)
-    assert all("SELECTED NODE PLAN" in texts[b] for b in sizes if b >= 200)
+    # the last resort (cutting the text) comes after all dropping, and keeps the node's plan
+    cut = [i for i, o in enumerate(seq) if o.get("cut")]
+    assert cut and cut == list(range(cut[0], len(seq)))
+    assert seq[cut[0] - 1]["path"] == len(req.memory["path"]) - 1
+    assert all("SELECTED NODE PLAN" in render_context(req, spec, b) for b in sizes if b >= 200)
 
 
 def test_requirement_spec_names_target_data_and_risks():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import urllib.request
 
 import pytest
 
@@ -19,8 +20,6 @@ from trex_ray.plan import Plan
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python is not installed")
-
-CHAT_OVERHEAD = 40  # tokens the chat template adds around one user message
 
 
 @pytest.fixture(scope="session")
@@ -44,12 +43,19 @@ def test_constrained_output_validates_into_a_plan(llama_url):
 
 
 def test_memory_budget_holds_for_the_real_tokenizer(llama_url):
-    budget = 800
-    text = render_context(request_for(small_tree(extra_nodes=10), "n2"), analyze_requirements(TASK), budget)
-    assert estimate_tokens(text) <= budget and "OMITTED FOR LENGTH" in text and "…[cut]" not in text
-    client = LLMClient(llm_cfg(llama_url, max_tokens=1))
-    _, usage = client.chat([{"role": "user", "content": text}])
-    assert usage.prompt_tokens <= budget + CHAT_OVERHEAD
+    """The estimate is pessimistic: the model's own tokenizer (llama-cpp's tokenize endpoint)
+    counts no more tokens than the budget, at every size."""
+    req, spec = request_for(small_tree(extra_nodes=10), "n2"), analyze_requirements(TASK)
+    root = llama_url.removesuffix("/v1")
+    dropped = 0
+    for budget in (250, 500, 800, 1200, 5000):
+        text = render_context(req, spec, budget)
+        body = json.dumps({"input": text}).encode()
+        http = urllib.request.Request(f"{root}/extras/tokenize/count", body, {"Content-Type": "application/json"})
+        real = json.loads(urllib.request.urlopen(http, timeout=30).read())["count"]
+        assert estimate_tokens(text) <= budget and 0 < real <= budget
+        dropped += "OMITTED FOR LENGTH" in text or "…[cut]" in text
+    assert dropped >= 3  # the small budgets really were binding
 
 
 def test_expansion_counts_tokens_and_falls_back_on_truncated_output(llama_url, tmp_path):

@@ -63,7 +63,8 @@ def train_loop(config: dict[str, Any]) -> None:
     task = get_task(ctx.task)
     model_cfg = ModelConfig(**ctx.model)
     model_path = resolve_model(model_cfg)
-    dataset, stats = build_recipe(plan.recipe, task, ctx.paths)
+    # every rank builds the same (seeded) recipe; the shared cache makes all but the first a read
+    dataset, stats = build_recipe(plan.recipe, task, ctx.paths, cache_dir=Path(ctx.run_dir) / "recipe_cache")
     out = node_dir(ctx, node_id)
 
     def on_log(entry: dict[str, Any]) -> None:
@@ -90,7 +91,7 @@ def train_loop(config: dict[str, Any]) -> None:
         dev = load_split(task, "dev", ctx.paths, limit=ctx.dev_limit)
         metrics = evaluate(task, model, tok, dev, plan.recipe.format.prompt, ctx.eval_batch_size,
                            out / "dev_predictions.jsonl")
-        stats.update(train_loss=tr.train_loss, train_steps=tr.steps,
+        stats.update(train_loss=tr.train_loss, train_steps=tr.steps, resumed_from_checkpoint=resume is not None,
                      loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in tr.history if "loss" in h])
         outcome = {
             "score": float(metrics[task.metric]), "metrics": {k: float(v) for k, v in metrics.items()},

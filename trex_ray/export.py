@@ -31,16 +31,21 @@ def lineage(tree: dict[str, Any], node_id: str) -> list[dict[str, Any]]:
 
 
 def data_licences(plan: Plan, task_id: str) -> list[str]:
-    """One line per data source of the plan's recipe, with its licence where it is known."""
+    """One line per data source of the plan's recipe (load, concat and mix sources), with its
+    licence where TREX-Ray knows it; hub datasets and local files point to their own source."""
     task = get_task(task_id)
-    out = []
+    sources: list[str] = []
     for step in plan.recipe.steps:
-        if step.op != "load":
-            continue
-        if step.source == "task:train":
+        found = [getattr(step, "source", None)] + [getattr(x, "source", None) for x in getattr(step, "sources", None) or []]
+        sources += [x for x in found if x and x not in sources]
+    out = []
+    for src in sources:
+        if src == "task:train":
             out.append(f"{task_id} train split ({task.source or 'FT-Bench'}): {task.licence or 'not stated'}")
+        elif src.startswith("hub:"):
+            out.append(f"Hugging Face dataset {src[4:]}: see its dataset card for the licence")
         else:
-            out.append(f"local file {step.source}: licence not recorded (check the file's source)")
+            out.append(f"local data {src}: licence not recorded (check where the file came from)")
     return out
 
 

@@ -130,7 +130,11 @@ def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_t
     if estimate_tokens(text) > max_tokens:
         # Still too long (a huge task description or plan): cut the middle of the block, keeping
         # both delimiters so the data stays fenced.
-        room = max(0, max_tokens * 3 - len(OPEN) - len(CLOSE) - 20)
         body = text[len(OPEN) + 1: -(len(CLOSE) + 1)]
-        text = f"{OPEN}\n{body[:room]}\n…[cut]\n{CLOSE}"
+        room = max(0, max_tokens - estimate_tokens(f"{OPEN}\n\n…[cut]\n{CLOSE}") - 2)
+        lo, hi = 0, min(len(body), room * 4)  # longest prefix within the room (binary search)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if estimate_tokens(body[:mid]) <= room else (lo, mid - 1)
+        text = f"{OPEN}\n{body[:lo]}\n…[cut]\n{CLOSE}"
     return text

@@ -219,12 +219,13 @@ class LLMResearcher:
         checks: list[bool] = []
         direction = None
         try:
+            spec = self.requirements(request)  # once per run, written even when the LLM is unusable
             if self.client is None:
                 raise LLMError(self.unavailable or "no LLM")
             # Checked once per expansion: the spend may overshoot max_cost by one expansion's
             # calls, rather than waste the calls already made on a half-finished expansion.
             self.client.check_budget()
-            choice, plans = self._ask_llm(request, checks)
+            choice, plans = self._ask_llm(request, spec, checks)
             direction = choice.direction
             source, note = "llm", f"{choice.direction}: {choice.reasoning[:300]}"
         except (LLMError, InvalidAnswer) as e:
@@ -246,9 +247,10 @@ class LLMResearcher:
         self._log_expansion(request, proposal)
         return proposal
 
-    def _ask_llm(self, request: ExpansionRequest, checks: list[bool]) -> tuple[DirectionChoice, list[Plan]]:
+    def _ask_llm(self, request: ExpansionRequest, spec: dict[str, Any],
+                 checks: list[bool]) -> tuple[DirectionChoice, list[Plan]]:
         mem, n = request.memory, min(request.n, MAX_PLANS)
-        context = render_context(request, self.requirements(request), self.cfg.get("max_prompt_tokens", 3000))
+        context = render_context(request, spec, self.cfg.get("max_prompt_tokens", 3000))
         node_plan = Plan.model_validate(mem["node"]["plan"])
         start = node_plan if node_plan.training is not None else first_plan(request.task, request.defaults, request.seed)
         messages = [

@@ -33,7 +33,8 @@ class LiveView:
         elif kind == "expanding":
             log.info("expand  %-4s (the Researcher is proposing children)", node)
         elif kind == "expanded":
-            log.info("planned %s under %s (%s)", ", ".join(info["children"]) or "nothing", node, info["source"])
+            note = f": {' '.join(str(info['note']).split())[:200]}" if info.get("note") else ""
+            log.info("planned %s under %s (%s%s)", ", ".join(info["children"]) or "nothing", node, info["source"], note)
         elif kind == "finished":
             self._finished(node, info)
 

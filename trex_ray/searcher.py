@@ -62,8 +62,8 @@ class TreeSearcher(Searcher):
             log.warning("expansion of %s failed: %s", parent, e)
             ray.get(self.tree_state.expansion_failed.remote(parent, f"{type(e).__name__}: {e}"))
             return
-        ids = ray.get(self.tree_state.add_children.remote(parent, out["plans"], out["source"]))
-        self.on_event("expanded", {"node_id": parent, "children": ids, "source": out["source"]})
+        ids = ray.get(self.tree_state.add_children.remote(parent, out["plans"], out["source"], out.get("note")))
+        self.on_event("expanded", {"node_id": parent, "children": ids, "source": out["source"], "note": out.get("note")})
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.on_event("progress", result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class SearchState:
         fit_check: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self._views_written_at, self._views_cost = 0.0, 0.0
         # {"dims": ModelDims fields, "resources": default TrialResources, "gpu_memory_gb": float}
         self.fit_check = fit_check
         self.live_report = live_report  # rebuild report.html/.md whenever a node ends
@@ -61,14 +63,15 @@ class SearchState:
         event = self.ledger.append(event)
         self.tree.apply(event)
         if event["type"] in ("node_finished", "node_failed", "node_pruned"):
-            self.write_tree()
+            self.refresh_views()
         return event
 
-    def _plan_node(self, parent_id: str | None, plan: Plan, source: str) -> str:
+    def _plan_node(self, parent_id: str | None, plan: Plan, source: str, note: str | None = None) -> str:
         node_id = ROOT_ID if parent_id is None else f"n{self._next_id}"
         self._next_id = max(self._next_id, int(node_id[1:]) + 1)
         self._record({"type": "node_planned", "node_id": node_id, "parent_id": parent_id,
-                      "plan": plan.model_dump(mode="json"), "source": source})
+                      "plan": plan.model_dump(mode="json"), "source": source,
+                      **({"note": note[:2000]} if note else {})})
         return node_id
 
     # ------------------------------------------------------------------ budget
@@ -90,8 +93,8 @@ class SearchState:
         root = self.tree.root
         if root.status == "failed":
             return {"done": True, "reason": f"the baseline failed: {root.failure}"}
-        planned = [n for n in self.tree.by_status("planned")
-                   if n.id == ROOT_ID or self.trials_started() < self.max_trials]
+        budget_left = self.trials_started() < self.max_trials
+        planned = [n for n in self.tree.by_status("planned") if n.id == ROOT_ID or budget_left]
         for node in sorted(planned, key=lambda n: int(n.id[1:])):
             cause = self._does_not_fit(node.plan)
             if cause is None:
@@ -134,9 +137,10 @@ class SearchState:
         )
         return {"node_id": node.id, "request": request}
 
-    def add_children(self, parent_id: str, plans: list[dict[str, Any]], source: str) -> list[str]:
+    def add_children(self, parent_id: str, plans: list[dict[str, Any]], source: str,
+                     note: str | None = None) -> list[str]:
         """Record the Researcher's plans as planned children (each re-validated: it is the last
-        gate before a plan is run)."""
+        gate before a plan is run). ``note`` says why, e.g. why the LLM was not used."""
         self.expanding = None
         ids = []
         for raw in plans[: max(self.trials_left(), 0)]:
@@ -145,7 +149,7 @@ class SearchState:
             except ValueError as e:
                 log.warning("dropping an invalid plan for %s: %s", parent_id, e)
                 continue
-            ids.append(self._plan_node(parent_id, plan, source))
+            ids.append(self._plan_node(parent_id, plan, source, note))
         return ids
 
     def expansion_failed(self, parent_id: str, cause: str) -> None:
@@ -176,6 +180,16 @@ class SearchState:
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> dict[str, Any]:
         return self.tree.to_dict()
+
+    def refresh_views(self) -> None:
+        """Rewrite tree.json (and the report) unless that would take more than a tenth of the
+        actor's time: on a large tree the views are rewritten less often, the decisions stay
+        fast; the ledger, not the views, is what makes the run durable. ``close`` always writes."""
+        if time.time() - self._views_written_at < 9 * self._views_cost:
+            return
+        t0 = time.time()
+        self.write_tree()
+        self._views_written_at, self._views_cost = time.time(), time.time() - t0
 
     def write_tree(self) -> None:
         tmp = self.run_dir / "tree.json.tmp"

@@ -7,6 +7,7 @@ a crash, so the two cannot drift apart. No Ray here.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Literal
@@ -32,6 +33,7 @@ class Node:
     depth: int
     plan: Plan
     source: str = "builtin"  # which policy proposed it
+    source_note: str | None = None  # e.g. why the LLM's proposal was not used
     status: Status = "planned"
     # outcome
     metrics: dict[str, float] = field(default_factory=dict)
@@ -113,7 +115,8 @@ class Tree:
             parent = self.nodes.get(ev["parent_id"]) if ev["parent_id"] else None
             node = Node(
                 id=ev["node_id"], parent_id=ev["parent_id"], depth=parent.depth + 1 if parent else 0,
-                plan=Plan.model_validate(ev["plan"]), source=ev.get("source", "builtin"), created_at=ts,
+                plan=Plan.model_validate(ev["plan"]), source=ev.get("source", "builtin"),
+                source_note=ev.get("note"), created_at=ts,
             )
             self.nodes[node.id] = node
             if parent is None:
@@ -243,10 +246,14 @@ class Tree:
             and node.expansions < self.params.max_expansions
         )
 
-    def _has_frontier(self, node: Node) -> bool:
-        return self.can_expand(node) or any(
-            self._has_frontier(k) for k in self.children(node) if k.status == "succeeded"
-        )
+    def _frontier(self) -> set[str]:
+        """Ids of succeeded nodes with an expandable node at or below them, in one pass from
+        the leaves up (a walk per candidate would cost O(nodes x depth) per selection)."""
+        found: set[str] = set()
+        for node in sorted(self.nodes.values(), key=lambda n: -n.depth):
+            if node.status == "succeeded" and (self.can_expand(node) or any(c in found for c in node.children)):
+                found.add(node.id)
+        return found
 
     def select(self) -> Node | None:
         """UCT descent from the root to the node to expand next, or None if nothing can be.
@@ -259,13 +266,14 @@ class Tree:
         node = self.root
         if node is None or node.status != "succeeded":
             return None
+        frontier = self._frontier()
         while True:
             parent_n = node.visits + node.pending
             options: list[tuple[float, Node | None]] = []
             if self.can_expand(node):
                 options.append((self.uct(node.reward or 0.0, node.expansions, parent_n), None))
             for kid in self.children(node):
-                if kid.status == "succeeded" and self._has_frontier(kid):
+                if kid.id in frontier:
                     options.append((self.uct(self._virtual_q(kid), kid.visits + kid.pending, parent_n), kid))
             if not options:
                 return None
@@ -282,9 +290,10 @@ class Tree:
         node = self.nodes[node_id]
         path = list(reversed(self.path(node_id)))
         siblings = [s for s in (self.children(self.nodes[node.parent_id]) if node.parent_id else []) if s.id != node_id]
-        scored = sorted(self.by_status("succeeded"), key=lambda n: -(n.reward or 0.0))
-        failed = sorted(self.by_status("failed"), key=lambda n: -(n.finished_at or 0.0))
-        key = scored[: max_key_nodes - max_key_nodes // 3] + failed[: max_key_nodes // 3]
+        scored = heapq.nlargest(max_key_nodes - max_key_nodes // 3, self.by_status("succeeded"),
+                                key=lambda n: n.reward or 0.0)
+        failed = heapq.nlargest(max_key_nodes // 3, self.by_status("failed"), key=lambda n: n.finished_at or 0.0)
+        key = scored + failed
         return {
             "node": node.summary() | {"plan": node.plan.model_dump(mode="json")},
             "path": [n.summary() for n in path],
