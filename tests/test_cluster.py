@@ -108,6 +108,7 @@ def gpu_cluster(tmp_path_factory):
     import ray
     from ray.cluster_utils import Cluster
 
+    saved = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("rt"))
     cluster = Cluster(initialize_head=True, connect=False, head_node_args=dict(
         num_cpus=1, num_gpus=0, node_ip_address="127.0.0.2", include_dashboard=False,
@@ -123,6 +124,10 @@ def gpu_cluster(tmp_path_factory):
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+    if saved is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = saved
 
 
 def _probe(config: dict) -> None:

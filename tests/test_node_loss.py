@@ -20,12 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path):
+def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
-    from ray.util.state import list_actors
 
-    os.environ["RAY_TMPDIR"] = str(tmp_path / "rt")
+    import tempfile
+
+    # short: Ray's socket paths must fit in 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="trexrt", dir="/tmp"))
     cluster = Cluster(initialize_head=True, connect=False, head_node_args=dict(
         num_cpus=1, node_ip_address="127.0.0.12", include_dashboard=False, object_store_memory=80 * 2**20))
     workers = {cluster.add_node(num_cpus=1, node_ip_address=f"127.0.0.{13 + i}", object_store_memory=80 * 2**20)
@@ -43,11 +45,10 @@ def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path):
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.time() + 300
-        while not list((run / "train" / "train-n1").glob("checkpoint_*")):
+        while not _registered_checkpoint(run / "train" / "train-n1"):
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "launch.log").read_text()[-3000:]
             time.sleep(0.5)
-        alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-        victim = next(n for n in workers if n.node_id in {a.node_id for a in alive})
+        victim = next(n for n in workers if _hosts_train_worker(n))
         cluster.remove_node(victim, allow_graceful=False)  # SIGKILL of the raylet and its workers
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.15", object_store_memory=80 * 2**20)
         assert proc.wait(timeout=600) == 0, (tmp_path / "launch.log").read_text()[-3000:]
@@ -64,3 +65,21 @@ def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path):
     assert n1["recipe_stats"]["resumed_from_checkpoint"] is True
     # the resumed run did not start over: its first logged step is past the checkpoint
     assert n1["recipe_stats"]["loss_curve"][0]["step"] > 1
+
+
+def _hosts_train_worker(node) -> bool:
+    """Whether a Ray Train worker runs on this simulated node: workers are children of the
+    node's raylet and carry their actor class in their process title."""
+    import psutil
+
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    return any("RayTrainWorker" in " ".join(p.cmdline()) for p in raylet.children(recursive=True))
+
+
+def _registered_checkpoint(train_dir: Path) -> bool:
+    """A checkpoint Train has registered (its folder appears before the upload is committed)."""
+    snap = train_dir / "checkpoint_manager_snapshot.json"
+    try:
+        return bool(json.loads(snap.read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):
+        return False

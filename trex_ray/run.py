@@ -146,6 +146,7 @@ def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str
 def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[str, Any]:
     import ray
     from ray import tune
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from trex_ray.actors import Researcher, TreeState
     from trex_ray.executor import TrialContext
@@ -161,9 +162,12 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
         max_expansions=s.max_expansions, max_depth=s.max_depth, higher_is_better=task.higher_is_better,
         metric_range=task.metric_range[1] - task.metric_range[0],
     )
-    state = TreeState.remote(str(run_dir), params, spec, cfg.train.model_dump(), s.max_trials,
+    # The coordinating actors live on the driver's node (the head, in a job): with num_cpus=0
+    # Ray could put them anywhere, and a lost worker node must cost a trial, not the search.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    state = TreeState.options(scheduling_strategy=here).remote(str(run_dir), params, spec, cfg.train.model_dump(), s.max_trials,
                              s.children_per_expansion, s.seed, live_report=True, fit_check=_fit_check(cfg))
-    researcher = Researcher.remote(s.policy, cfg.llm.model_dump(), str(run_dir))
+    researcher = Researcher.options(scheduling_strategy=here).remote(s.policy, cfg.llm.model_dump(), str(run_dir))
     threads = max(1, int(cfg.resources.cpus_per_trial))
     context = TrialContext(
         task=spec.id, paths={k: (str(Path(v).expanduser().resolve()) if v else None) for k, v in cfg.task.paths().items()},
