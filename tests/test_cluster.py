@@ -182,3 +182,24 @@ def test_multi_worker_trials_pack_when_they_fit_and_spread_when_they_must(gpu_cl
     assert len({p["node_ip"] for p in placed}) == nodes
     for p in placed:
         assert len(p["cvd"].split(",")) == gpus * sum(q["node_ip"] == p["node_ip"] for q in placed)
+
+
+def test_searcher_follows_the_cluster_capacity_as_nodes_come_and_go(monkeypatch):
+    from trex_ray import searcher as searcher_mod
+    from trex_ray.searcher import TreeSearcher
+
+    s = TreeSearcher(None, None, {})
+    assert s._room()  # no capacity function: Tune's own cap only
+    nodes = {"count": 1}
+    s.capacity = lambda: 2 * nodes["count"]
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(searcher_mod.time, "time", lambda: clock["t"])
+    s.live = {"a": "n1", "b": "n2"}
+    assert not s._room()  # 2 trials on a 1-node cluster holding 2
+    nodes["count"] = 2  # the autoscaler adds a node ...
+    assert not s._room()  # ... seen at the next re-read, not on every suggest
+    clock["t"] += 6
+    assert s._room()
+    s.capacity = lambda: (_ for _ in ()).throw(ValueError("cannot hold one trial"))
+    clock["t"] += 6
+    assert not s._room()  # the cluster shrank below one trial: wait, do not crash

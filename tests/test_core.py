@@ -265,3 +265,17 @@ def test_builtin_policy_follows_what_helped():
     assert plans[0].direction == "hyperparameters"
     assert plans[0].training.learning_rate == pytest.approx(2.5e-4 * 2.5)
     assert len(plans) == 3 and all(p.training is not None for p in plans)
+
+
+def test_no_experiment_is_proposed_twice_anywhere_in_the_tree():
+    # the root's children include the default plan and its learning-rate-up variant; expanding
+    # the default plan's node must not propose that same learning-rate-up plan again
+    root_kids = BuiltinPolicy().propose(ExpansionRequest(TASK, build([planned("n0", None), finished("n0", 0.5)]).memory("n0"), 3, DEFAULTS))
+    evs = [planned("n0", None), finished("n0", 0.5)]
+    evs += [planned(f"n{i + 1}", "n0", p.model_dump()) for i, p in enumerate(root_kids)]
+    evs += [finished("n1", 0.8), finished("n2", 0.7), finished("n3", 0.6)]
+    tree = build(evs)
+    tried = {p.fingerprint() for p in root_kids}
+    assert set(tree.memory("n1")["tried"]) >= tried
+    plans = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n1"), 4, DEFAULTS))
+    assert plans and not {p.fingerprint() for p in plans} & tried

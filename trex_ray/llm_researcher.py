@@ -323,13 +323,13 @@ class LLMResearcher:
 
     @staticmethod
     def _new_plans(plans: list[Plan], mem: dict[str, Any], node_plan: Plan) -> list[Plan]:
-        """Drop plans that repeat the node, an existing child, or each other (rationale and
-        direction aside): re-running one is a wasted trial."""
-        key = lambda p: p.model_dump_json(exclude={"rationale", "direction"})  # noqa: E731
-        seen = {key(node_plan)} | {key(Plan.model_validate(c["plan"])) for c in mem["children"]}
+        """Drop plans that repeat any plan already in the tree (the node, its children, any
+        other node) or each other, rationale and direction aside: re-running one is a wasted trial."""
+        seen = set(mem.get("tried", [])) | {node_plan.fingerprint()}
+        seen |= {Plan.model_validate(c["plan"]).fingerprint() for c in mem["children"]}
         out = []
         for p in plans:
-            if key(p) not in seen:
-                seen.add(key(p))
+            if p.fingerprint() not in seen:
+                seen.add(p.fingerprint())
                 out.append(p)
         return out

@@ -6,6 +6,7 @@ unknown fields are rejected: a plan that validates is safe to act on.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -83,6 +84,12 @@ class Plan(_Strict):
         if (self.direction == "baseline") != (self.training is None):
             raise ValueError("the baseline plan (and only it) has no training config")
         return self
+
+    def fingerprint(self) -> str:
+        """What the experiment is (data, training, resources), not why: two plans with the same
+        fingerprint are the same experiment, whatever their direction or rationale says."""
+        body = self.model_dump_json(exclude={"rationale", "direction"})
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def knobs(self) -> str:
         """A short human summary of what this plan sets, for leaderboards and prompts."""

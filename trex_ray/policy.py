@@ -115,7 +115,7 @@ class BuiltinPolicy:
     def propose(self, request: ExpansionRequest) -> list[Plan]:
         mem, task, d = request.memory, request.task, request.defaults
         node_plan = Plan.model_validate(mem["node"]["plan"])
-        seen = {Plan.model_validate(c["plan"]).model_dump_json(exclude={"rationale", "direction"}) for c in mem["children"]}
+        seen = set(mem.get("tried", [])) | {Plan.model_validate(c["plan"]).fingerprint() for c in mem["children"]}
         base = node_plan if node_plan.training is not None else first_plan(task, d, request.seed)
         candidates = [] if node_plan.training is not None else [base]
         gains = direction_gains(mem)
@@ -125,7 +125,7 @@ class BuiltinPolicy:
             candidates += self._variants(direction, base, task, d, gains.get(direction))
         out: list[Plan] = []
         for plan in candidates:
-            key = plan.model_dump_json(exclude={"rationale", "direction"})
+            key = plan.fingerprint()
             if key not in seen:
                 seen.add(key)
                 out.append(plan)

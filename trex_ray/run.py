@@ -178,6 +178,7 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     view = LiveView(task.metric, s.max_trials)
     searcher = TreeSearcher(state, researcher, context, on_event=view.event)
     concurrency = _concurrency(cfg)
+    searcher.capacity = lambda: _concurrency(cfg)
     log.info("run %s: task %s, model %s, %d trials, %d at a time", run_dir.name, spec.id,
              cfg.model.name_or_path, s.max_trials, concurrency)
     ray.get(state.snapshot.remote())  # the actor has replayed the ledger (or failed loudly)
@@ -185,7 +186,9 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency,
+            # Tune's cap is the configured maximum; the searcher holds back below it while the
+            # cluster is smaller (its capacity is re-read as nodes join or leave).
+            search_alg=searcher, num_samples=-1, max_concurrent_trials=cfg.search.max_concurrent_trials,
             trial_dirname_creator=lambda trial: f"{trial.config['node_id']}-{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
@@ -220,7 +223,13 @@ def _final_evaluation(cfg: Config, context: dict[str, Any], tree: dict[str, Any]
     never fatal: the search's results are already durable."""
     from trex_ray.final import final_remote
 
-    resources = {"CPU": cfg.resources.cpus_per_trial, "GPU": min(cfg.resources.gpus_per_trial, 1.0)}
+    import ray
+
+    # Nothing else runs by now: take a whole node's CPUs (as torch threads), not one trial's.
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    cpus = max(cfg.resources.cpus_per_trial, node_cpus)
+    resources = {"CPU": cpus, "GPU": min(cfg.resources.gpus_per_trial, 1.0)}
+    context = {**context, "threads": max(1, int(cpus))}
 
     if cfg.task.test_limit <= 0 and not cfg.run.export_merged:
         return {}

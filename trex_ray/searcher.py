@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Callable
 
 import ray
@@ -27,9 +28,25 @@ class TreeSearcher(Searcher):
         self.live: dict[str, str] = {}  # Tune trial id -> node id
         self._expansion: tuple[str, ray.ObjectRef] | None = None
         self.finished_reason: str | None = None
+        # trials the cluster can hold now (None: no limit beyond Tune's); re-read every few seconds
+        self.capacity: Callable[[], int] | None = None
+        self._capacity_cache: tuple[float, int] = (0.0, 0)
+
+    def _room(self) -> bool:
+        if self.capacity is None:
+            return True
+        now = time.time()
+        if now - self._capacity_cache[0] > 5.0:
+            try:
+                self._capacity_cache = (now, self.capacity())
+            except Exception:  # a cluster too small right now: wait for nodes to join
+                self._capacity_cache = (now, 0)
+        return len(self.live) < self._capacity_cache[1]
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         self._collect_expansion()
+        if not self._room():
+            return None
         reply = ray.get(self.tree_state.next_node.remote(trial_id))
         if "node_id" in reply:
             self.live[trial_id] = reply["node_id"]

@@ -302,6 +302,8 @@ class Tree:
             "key_nodes": [n.summary() for n in key],
             "base_score": self.base_score,
             "best_score": (b.score if (b := self.best()) else None),
+            # fingerprints of every plan in the tree, so no experiment is proposed twice
+            "tried": sorted({n.plan.fingerprint() for n in self.nodes.values()}),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""Orchestration at cluster scale on one machine: a simulated cluster of NODES x GPUS declared
+GPUs, the real TreeState and Researcher actors, the real TreeSearcher and Tune, and trials that
+only sleep (so the figures are the orchestration's, not training's).
+
+Prints: fraction of accelerator-slot time busy, trials per minute, driver RSS and per-trial RSS.
+Each trial reserves 1 declared GPU (and 0.05 CPU), through the same ``trial_resources`` as a
+real run. The sleep is ``--trial-seconds`` (+-10%, from the node id so it is reproducible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+
+
+def sleep_trial(config: dict) -> None:
+    import psutil
+    from ray import tune
+
+    jitter = int(hashlib.sha256(config["node_id"].encode()).hexdigest(), 16) % 21 - 10
+    seconds = config["seconds"] * (1 + jitter / 100)
+    t0 = time.time()
+    time.sleep(seconds)
+    outcome = {"score": 0.5 + jitter / 100, "metrics": {"accuracy": 0.5 + jitter / 100},
+               "cost": {"wall_seconds": time.time() - t0}, "artifacts": {}, "recipe_stats": {}}
+    tune.report({"node_id": config["node_id"], "phase": "done", "score": outcome["score"],
+                 "outcome": json.dumps(outcome), "rss_mb": psutil.Process().memory_info().rss / 2**20,
+                 "busy_from": t0, "busy_to": time.time()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--nodes", type=int, default=8)
+    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=192)
+    ap.add_argument("--trial-seconds", type=float, default=30.0)
+    args = ap.parse_args()
+
+    import psutil
+    import ray
+    from ray import tune
+    from ray.cluster_utils import Cluster
+
+    from trex_ray.actors import Researcher, TreeState
+    from trex_ray.plan import TrialResources
+    from trex_ray.policy import TaskSpec
+    from trex_ray.searcher import TreeSearcher
+    from trex_ray.trial import trial_resources
+    from trex_ray.tree import SearchParams
+
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="trexscale", dir="/tmp"))
+    slots = args.nodes * args.gpus
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args=dict(
+        num_cpus=1, num_gpus=0, node_ip_address="127.0.0.40", include_dashboard=False, object_store_memory=100 * 2**20))
+    for i in range(args.nodes):
+        cluster.add_node(num_cpus=args.gpus, num_gpus=args.gpus, node_ip_address=f"127.0.0.{41 + i}",
+                         object_store_memory=80 * 2**20)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    run_dir = tempfile.mkdtemp(prefix="trex-scale-")
+    task = TaskSpec(id="sst2", description="", metric="accuracy", higher_is_better=True, prompt_template="{input}",
+                    completion_template="{reference}", train_rows=100_000, columns=["id", "input", "label", "reference"])
+    defaults = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1, max_seq_length=256,
+                    lora_r=16, train_samples=256, max_train_samples=50_000, eval_batch_size=32)
+    state = TreeState.remote(run_dir, SearchParams(max_expansions=4, max_depth=50), task, defaults,
+                             args.trials, 8, 0)
+    researcher = Researcher.remote("builtin")
+    context = {"task": "sst2", "paths": {}, "model": {}, "run_dir": run_dir, "dev_limit": 1,
+               "resources": TrialResources(gpus_per_worker=1, cpus_per_worker=0.05).model_dump()}
+    searcher = TreeSearcher(state, researcher, context)
+
+    def trainable(config: dict) -> None:
+        sleep_trial({**config, "seconds": args.trial_seconds})
+
+    t0 = time.time()
+    grid = tune.Tuner(
+        tune.with_resources(trainable, trial_resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots),
+        run_config=tune.RunConfig(storage_path=os.path.join(run_dir, "tune"), verbose=0),
+    ).fit()
+    wall = time.time() - t0
+    results = [r.metrics for r in grid if r.metrics and r.metrics.get("phase") == "done"]
+    trials = [r for r in results if r["node_id"] != "n0"]
+    start = min(r["busy_from"] for r in results)
+    end = max(r["busy_to"] for r in results)
+    busy = sum(r["busy_to"] - r["busy_from"] for r in trials)
+    # steady state: from the first trained trial's start to the last trial's end
+    first = min(r["busy_from"] for r in trials)
+    print(f"cluster            {args.nodes} nodes x {args.gpus} GPUs = {slots} slots; trials of ~{args.trial_seconds:.0f} s")
+    print(f"trials             {len(trials)} (+ baseline) in {wall:.0f} s (Tune wall), {end - start:.0f} s first start to last end")
+    print(f"slot time busy     {busy / (slots * (end - first)):.1%} (from the first trial's start to the last one's end)")
+    print(f"trials per minute  {len(trials) / ((end - first) / 60):.1f}")
+    print(f"driver RSS         {psutil.Process().memory_info().rss / 2**20:.0f} MiB")
+    print(f"per-trial RSS      {sum(r['rss_mb'] for r in trials) / len(trials):.0f} MiB (mean)")
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()
