@@ -103,6 +103,7 @@ class Tree:
     def __init__(self, params: SearchParams | None = None) -> None:
         self.params = params or SearchParams()
         self.nodes: dict[str, Node] = {}
+        self.fingerprints: dict[str, str] = {}  # plan fingerprint -> first node that ran it
         self.root_id: str | None = None
         self.last_seq = 0
 
@@ -119,6 +120,7 @@ class Tree:
                 source_note=ev.get("note"), created_at=ts,
             )
             self.nodes[node.id] = node
+            self.fingerprints.setdefault(node.plan.fingerprint(), node.id)
             if parent is None:
                 self.root_id = node.id
             else:
@@ -250,7 +252,7 @@ class Tree:
         """Ids of succeeded nodes with an expandable node at or below them, in one pass from
         the leaves up (a walk per candidate would cost O(nodes x depth) per selection)."""
         found: set[str] = set()
-        for node in sorted(self.nodes.values(), key=lambda n: -n.depth):
+        for node in reversed(list(self.nodes.values())):  # children are created after their parents
             if node.status == "succeeded" and (self.can_expand(node) or any(c in found for c in node.children)):
                 found.add(node.id)
         return found
@@ -303,7 +305,7 @@ class Tree:
             "base_score": self.base_score,
             "best_score": (b.score if (b := self.best()) else None),
             # fingerprints of every plan in the tree, so no experiment is proposed twice
-            "tried": sorted({n.plan.fingerprint() for n in self.nodes.values()}),
+            "tried": list(self.fingerprints),
         }
 
     def to_dict(self) -> dict[str, Any]:
