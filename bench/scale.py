@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--trials", type=int, default=192)
     ap.add_argument("--trial-seconds", type=float, default=30.0)
+    ap.add_argument("--reuse-actors", action="store_true", help="keep trial processes between trials")
     args = ap.parse_args()
 
     import psutil
@@ -79,7 +80,8 @@ def main() -> None:
     t0 = time.time()
     grid = tune.Tuner(
         tune.with_resources(trainable, trial_resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots,
+                                    reuse_actors=args.reuse_actors),
         run_config=tune.RunConfig(storage_path=os.path.join(run_dir, "tune"), verbose=0),
     ).fit()
     wall = time.time() - t0
