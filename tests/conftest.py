@@ -33,3 +33,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"FT-Bench data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def llama_url(tmp_path_factory) -> str:
+    """One real llama-cpp-python server (SmolLM2-135M) on 127.0.0.1 for the whole session."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed")
+    from llm_helpers import start_llama_server, stop
+
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama") / "server.log")
+    yield url
+    stop(proc)

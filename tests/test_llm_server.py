@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from llm_helpers import TASK, llm_cfg, plan_dict, request_for, small_tree, start_llama_server, stop
+from llm_helpers import TASK, llm_cfg, plan_dict, request_for, small_tree
 from trex_ray.llm_client import LLMClient, estimate_tokens
 from trex_ray.llm_memory import analyze_requirements, render_context
 from trex_ray.llm_researcher import EXPANSIONS_FILE, PlanBatch, LLMResearcher, llm_schema, validate_answer
@@ -20,13 +20,6 @@ from trex_ray.plan import Plan
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python is not installed")
-
-
-@pytest.fixture(scope="session")
-def llama_url(tmp_path_factory):
-    proc, url = start_llama_server(tmp_path_factory.mktemp("llama") / "server.log")
-    yield url
-    stop(proc)
 
 
 def test_constrained_output_validates_into_a_plan(llama_url):
