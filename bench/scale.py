@@ -39,6 +39,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=192)
     ap.add_argument("--trial-seconds", type=float, default=30.0)
     ap.add_argument("--reuse-actors", action="store_true", help="keep trial processes between trials")
+    ap.add_argument("--prefetch", type=int, default=0, help="search.prefetch_trials: trials queued beyond the slots")
+    ap.add_argument("--node-cpus", type=int, default=1, help="CPUs each simulated node declares")
+    ap.add_argument("--children", type=int, default=8, help="plans per expansion")
+    ap.add_argument("--max-expansions", type=int, default=8,
+                    help="expansions per node: with children, what the tree can offer before results come back")
     args = ap.parse_args()
 
     import psutil
@@ -58,7 +63,10 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, connect=False, head_node_args=dict(
         num_cpus=1, num_gpus=0, node_ip_address="127.0.0.40", include_dashboard=False, object_store_memory=100 * 2**20))
     for i in range(args.nodes):
-        cluster.add_node(num_cpus=args.gpus, num_gpus=args.gpus, node_ip_address=f"127.0.0.{41 + i}",
+        # One declared CPU per simulated node, not one per GPU: Ray prestarts an idle Python
+        # worker per declared CPU and recycles idle ones, so 64 fake CPUs on a 2-core machine
+        # keep it busy starting processes (measured: 48 % slot-busy instead of the figure below).
+        cluster.add_node(num_cpus=args.node_cpus, num_gpus=args.gpus, node_ip_address=f"127.0.0.{41 + i}",
                          object_store_memory=80 * 2**20)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
@@ -67,12 +75,13 @@ def main() -> None:
                     completion_template="{reference}", train_rows=100_000, columns=["id", "input", "label", "reference"])
     defaults = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1, max_seq_length=256,
                     lora_r=16, train_samples=256, max_train_samples=50_000, eval_batch_size=32)
-    state = TreeState.remote(run_dir, SearchParams(max_expansions=4, max_depth=50), task, defaults,
-                             args.trials, 8, 0)
+    state = TreeState.remote(run_dir, SearchParams(max_expansions=args.max_expansions, max_depth=50), task, defaults,
+                             args.trials, args.children, 0)
     researcher = Researcher.remote("builtin")
     context = {"task": "sst2", "paths": {}, "model": {}, "run_dir": run_dir, "dev_limit": 1,
                "resources": TrialResources(gpus_per_worker=1, cpus_per_worker=0.05).model_dump()}
     searcher = TreeSearcher(state, researcher, context)
+    searcher.capacity = lambda: slots + args.prefetch  # as run.py: the cluster's slots + prefetch_trials
 
     def trainable(config: dict) -> None:
         sleep_trial({**config, "seconds": args.trial_seconds})
@@ -80,7 +89,7 @@ def main() -> None:
     t0 = time.time()
     grid = tune.Tuner(
         tune.with_resources(trainable, trial_resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots + args.prefetch,
                                     reuse_actors=args.reuse_actors),
         run_config=tune.RunConfig(storage_path=os.path.join(run_dir, "tune"), verbose=0),
     ).fit()
@@ -95,6 +104,14 @@ def main() -> None:
     print(f"cluster            {args.nodes} nodes x {args.gpus} GPUs = {slots} slots; trials of ~{args.trial_seconds:.0f} s")
     print(f"trials             {len(trials)} (+ baseline) in {wall:.0f} s (Tune wall), {end - start:.0f} s first start to last end")
     print(f"slot time busy     {busy / (slots * (end - first)):.1%} (from the first trial's start to the last one's end)")
+    # the same without the first and last trial length: filling the cluster and the final drain
+    lo, hi = first + args.trial_seconds, end - args.trial_seconds
+    if hi > lo:
+        inner = sum(max(0.0, min(r["busy_to"], hi) - max(r["busy_from"], lo)) for r in trials)
+        print(f"  steady state     {inner / (slots * (hi - lo)):.1%} (without the first and the last {args.trial_seconds:.0f} s)")
+    starts = sorted(r["busy_from"] for r in trials)
+    full = starts[min(slots, len(starts)) - 1] - first
+    print(f"cluster filled in  {full:.1f} s (first {min(slots, len(starts))} trials started)")
     print(f"trials per minute  {len(trials) / ((end - first) / 60):.1f}")
     print(f"driver RSS         {psutil.Process().memory_info().rss / 2**20:.0f} MiB")
     print(f"per-trial RSS      {sum(r['rss_mb'] for r in trials) / len(trials):.0f} MiB (mean)")

@@ -111,7 +111,9 @@ def llm_cfg(base_url: str, **over: Any) -> dict[str, Any]:
     from trex_ray.config import LLMConfig
 
     return LLMConfig(base_url=base_url, model="smollm2", structured_output="llama_cpp", temperature=0.0,
-                     max_tokens=300, max_retries=1, retry_backoff_s=0.01, timeout_s=60).model_dump() | over
+                     max_tokens=300, max_retries=1, retry_backoff_s=0.01, timeout_s=60,
+                     # no research phase unless a test asks for it: scripted servers answer planning only
+                     tool_calling="off").model_dump() | over
 
 
 # ---------------------------------------------------------------- a scripted fake endpoint
@@ -176,13 +178,22 @@ def fake_server():
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}/v1", script
+        return serve(Handler, servers), script
 
     yield start
+    stop_servers(servers)
+
+
+def serve(handler: type[BaseHTTPRequestHandler], servers: list[ThreadingHTTPServer]) -> str:
+    """Serve ``handler`` on a free 127.0.0.1 port in a daemon thread; the /v1 base URL."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    servers.append(srv)
+    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+
+def stop_servers(servers: list[ThreadingHTTPServer]) -> None:
     for srv in servers:
         srv.shutdown()
         srv.server_close()

@@ -90,3 +90,16 @@ def test_help_lists_every_option_with_its_default(tmp_path):
         for name, f in type(field.default_factory()).model_fields.items():
             assert f"--{section}.{name}=" in r.stdout
             assert f.description and f.description.split()[0] in r.stdout
+
+
+def test_yaml_off_means_off_for_tool_calling(tmp_path):
+    """YAML reads a bare `off` as false; `tool_calling: off` must still mean off."""
+    from trex_ray.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("llm:\n  tool_calling: off\n")
+    assert load_config(cfg).llm.tool_calling == "off"
+    assert load_config(None, ["--llm.tool_calling=off"]).llm.tool_calling == "off"
+    assert load_config(None, []).llm.tool_calling == "auto"
+    with pytest.raises(ConfigError, match="llm.tool_calling"):
+        load_config(None, ["--llm.tool_calling=true"])

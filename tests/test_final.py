@@ -184,3 +184,28 @@ def test_model_card_names_the_licence_of_every_data_source():
     lines = data_licences(plan, "sst2")
     assert len(lines) == 3 and get_task("sst2").licence in lines[0]
     assert "org/extra" in lines[1] and "/data/mine.jsonl" in lines[2]
+
+
+def test_trackers_are_checked_before_ray_starts(monkeypatch):
+    import sys
+
+    import pytest
+
+    from trex_ray.config import ConfigError, load_config
+    from trex_ray.trackers import check_trackers, tracker_names, wandb_mode
+
+    cfg = load_config(None, ["--run.tracker=[wandb,mlflow,wandb]"])
+    assert tracker_names(cfg) == ["wandb", "mlflow"]
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert wandb_mode(cfg) == "offline"  # no key: offline, never a failed login mid-run
+    check_trackers(cfg)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_mode(cfg) == "online"
+    assert wandb_mode(load_config(None, ["--run.tracker=wandb", "--run.wandb_mode=offline"])) == "offline"
+    monkeypatch.delenv("WANDB_API_KEY")
+    with pytest.raises(ConfigError, match="run.wandb_mode=online needs the WANDB_API_KEY environment variable"):
+        check_trackers(load_config(None, ["--run.tracker=wandb", "--run.wandb_mode=online"]))
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
+    with pytest.raises(ConfigError, match=r"run.tracker=wandb needs wandb: pip install wandb"):
+        check_trackers(cfg)
+    check_trackers(load_config(None, ["--run.tracker=tensorboard"]))  # TensorBoard needs nothing extra

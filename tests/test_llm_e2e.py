@@ -16,10 +16,17 @@ pytestmark = pytest.mark.slow
 
 
 def answer(body: dict) -> str:
-    """The direction step, then ``maxItems`` plans (read from the request's schema)."""
+    """The direction step, then ``maxItems`` plans (read from the request's schema); a bad-case
+    diagnosis or insights when asked for one."""
     from ftbench.tasks import get_task
 
     props = body["response_format"]["schema"]["properties"]
+    if "categories" in props:
+        return json.dumps({"categories": {"format_error": 2, "label_confusion": 0, "missing_knowledge": 0,
+                                          "truncation": 1, "hallucination": 0, "other": 0},
+                           "summary": "answers are not sentiment words", "suggested_directions": ["prompt_format"]})
+    if "insights" in props:
+        return json.dumps({"insights": [{"kind": "helped", "text": "training helped", "nodes": ["n1"]}]})
     if "direction" in props:
         return json.dumps({"direction": "data_quality", "reasoning": "try other rows of the same size"})
     task = get_task("sst2")
@@ -39,7 +46,7 @@ def test_search_with_the_llm_policy_records_sources_and_reasons(tiny_model_dir, 
     cfg = load_config(None, [
         f"--model.name_or_path={tiny_model_dir}", f"--run.output_dir={tmp_path}", "--run.run_id=llm",
         "--search.max_trials=2", "--search.max_concurrent_trials=2", "--search.children_per_expansion=2",
-        "--search.policy=llm", f"--llm.base_url={url}", "--llm.model=fake", "--llm.structured_output=llama_cpp",
+        "--search.policy=llm", f"--llm.base_url={url}", "--llm.model=fake", "--llm.structured_output=llama_cpp", "--llm.tool_calling=off",
         "--task.dev_limit=16", "--train.method=full", "--train.learning_rate=0.005", "--train.num_epochs=2",
         "--train.train_samples=32", "--train.eval_batch_size=16",
     ])
@@ -51,5 +58,13 @@ def test_search_with_the_llm_policy_records_sources_and_reasons(tiny_model_dir, 
     assert [e["plan"]["recipe"]["steps"][1]["seed"] for e in planned] == [1, 2]
     log = [json.loads(line) for line in (run / "llm_expansions.jsonl").read_text().splitlines()]
     assert log[0]["node_id"] == "n0" and log[0]["source"] == "llm" and "other rows" in log[0]["note"]
-    assert log[0]["usage"]["calls"] == 2 and len(script.requests) == 2
+    expansions = [r for r in script.requests if "plans" in r["response_format"]["schema"]["properties"]]
+    assert log[0]["usage"]["calls"] == 2 and len(expansions) == 1
+    # every finished node has a diagnosis; the baseline's LLM one is in before its expansion
+    # (the Researcher actor runs one call at a time), the last trials' may still be rule-based
+    tree = json.loads((run / "tree.json").read_text())
+    done = [n for n in tree["nodes"] if n["status"] == "succeeded"]
+    assert len(done) == 3 and all(n["diagnosis"] and n["diagnosis_detail"]["wrong"] >= 0 for n in done)
+    assert done[0]["id"] == "n0" and done[0]["diagnosis_detail"]["source"] == "llm"
+    assert "try prompt_format" in done[0]["diagnosis"]
     assert json.loads((run / "requirement.json").read_text())["target"]["metric"] == summary["metric"]

@@ -20,7 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("preempted", [False, True], ids=["killed", "preempted"])
+def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monkeypatch, preempted):
+    """killed: a node dies unannounced, one of max_failures=2 is spent. preempted: the node is
+    first drained with reason PREEMPTION (what the autoscaler does for a spot instance) and then
+    killed; with max_failures=0 the trial still resumes, because preemptions are counted apart."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -41,7 +45,8 @@ def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monk
          f"--run.output_dir={tmp_path / 'runs'}", "--run.run_id=loss", "--search.max_trials=1",
          "--search.children_per_expansion=1", "--task.dev_limit=16", "--task.test_limit=0", "--train.method=full",
          "--train.learning_rate=0.005", "--train.train_samples=2000", "--train.num_epochs=2",
-         "--resources.num_workers=2", "--resources.cpus_per_trial=1", "--resources.max_failures=2"],
+         "--resources.num_workers=2", "--resources.cpus_per_trial=1",
+         f"--resources.max_failures={0 if preempted else 2}"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.time() + 300
@@ -49,6 +54,8 @@ def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monk
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "launch.log").read_text()[-3000:]
             time.sleep(0.5)
         victim = next(n for n in workers if _hosts_train_worker(n))
+        if preempted:
+            _drain_for_preemption(cluster.address, victim.node_id)
         cluster.remove_node(victim, allow_graceful=False)  # SIGKILL of the raylet and its workers
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.15", object_store_memory=80 * 2**20)
         assert proc.wait(timeout=600) == 0, (tmp_path / "launch.log").read_text()[-3000:]
@@ -65,6 +72,35 @@ def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monk
     assert n1["recipe_stats"]["resumed_from_checkpoint"] is True
     # the resumed run did not start over: its first logged step is past the checkpoint
     assert n1["recipe_stats"]["loss_curve"][0]["step"] > 1
+    # Ray Train's own failure policy saw the loss for what it was, and charged the right budget
+    decisions = _train_failure_decisions(Path(os.environ["RAY_TMPDIR"]))
+    assert decisions, "no Ray Train failure decision logged"
+    if preempted:
+        assert all("Source: preemption" in d and "max allowed: inf" in d for d in decisions), decisions
+    else:
+        assert all("Source: worker group" in d and "max allowed: 2" in d for d in decisions), decisions
+
+
+def _train_failure_decisions(ray_tmp: Path) -> list[str]:
+    """The RETRY/RAISE decisions in the Train controllers' logs of this test's Ray session."""
+    found = set()
+    for log in ray_tmp.glob("ray/session_*/logs/train/ray-train-app-controller-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "[FailurePolicy]" in line:
+                found.add(json.loads(line)["message"] if line.startswith("{") else line)
+    return sorted(found)
+
+
+def _drain_for_preemption(address: str, node_id: str) -> None:
+    """Announce the node's preemption to the GCS exactly as the autoscaler does (the API behind
+    ``ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION``): its death is then a preemption."""
+    import ray
+    from ray.core.generated import autoscaler_pb2
+
+    gcs = ray._raylet.GcsClient(address=address)
+    accepted, why = gcs.drain_node(node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                                   "spot instance reclaimed (test)", int(time.time() * 1000) + 2000)
+    assert accepted, why
 
 
 def _hosts_train_worker(node) -> bool:

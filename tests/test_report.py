@@ -1,5 +1,6 @@
 """The end of a run on a real tiny search: report.html/.md, test-split scores, the exported best
-model and its card, TensorBoard files; then the page in a real headless Chromium."""
+model and its card, TensorBoard, MLflow and W&B (offline) files, the push of best/ to a (fake,
+local) Hub; then the page in a real headless Chromium."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from test_push import TOKEN, FakeHub, assert_uploaded
 from test_search import tiny_args
 from trex_ray.config import load_config
 
@@ -19,17 +21,38 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 HAVE_MLFLOW = importlib.util.find_spec("mlflow") is not None
+HAVE_WANDB = importlib.util.find_spec("wandb") is not None
+HUB_REPO = "someone/tiny-report"
 EVIL = "</script><script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model_dir, tmp_path_factory) -> tuple[Path, dict]:
+def hub():
+    h = FakeHub()
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, tmp_path_factory, hub) -> tuple[Path, dict]:
+    import huggingface_hub.constants as hf_constants
+
     from trex_ray.run import run_search
 
     out = tmp_path_factory.mktemp("report")
-    extra = ["--task.test_limit=48"] + (["--run.tracker=mlflow"] if HAVE_MLFLOW else [])
+    trackers = [name for name, have in (("mlflow", HAVE_MLFLOW), ("wandb", HAVE_WANDB)) if have]
+    extra = ["--task.test_limit=48", f"--run.push_to_hub={HUB_REPO}", f"--run.tracker=[{','.join(trackers)}]"]
     cfg = load_config(None, tiny_args(tiny_model_dir, out, "rep", trials=3) + extra)
-    summary = run_search(cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        # The driver (which pushes) talks to the local fake Hub; trials stay offline.
+        mp.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        mp.setattr(hf_constants, "ENDPOINT", hub.url)
+        mp.setenv("HF_TOKEN", TOKEN)
+        for var in ("WANDB_API_KEY", "WANDB_MODE"):  # no key: W&B must log offline by itself
+            mp.delenv(var, raising=False)
+        mp.setenv("WANDB_CONFIG_DIR", str(out / "wandb-home"))  # keep wandb's own files out of $HOME
+        mp.setenv("WANDB_CACHE_DIR", str(out / "wandb-home"))
+        summary = run_search(cfg)
     return out / "rep", summary
 
 
@@ -152,6 +175,58 @@ def test_mlflow_tracker_logs_every_trial(run):
     assert all(r.data.tags.get("task") == "sst2" for r in runs)
 
 
+def test_run_end_pushes_best_and_its_card_to_the_hub(run, hub):
+    run_dir, summary = run
+    assert summary["push"]["status"] == "pushed" and summary["push"]["repo"] == HUB_REPO, summary.get("push")
+    assert json.loads((run_dir / "summary.json").read_text())["push"] == summary["push"]
+    assert_uploaded(hub, HUB_REPO, run_dir / "best")  # weights, tokenizer and the card, as on disk
+    assert hub.files[HUB_REPO]["README.md"] == (run_dir / "best" / "README.md").read_bytes()
+    assert hub.repos[HUB_REPO]["visibility"] == "private"
+    assert TOKEN not in (run_dir / "summary.json").read_text() + (run_dir / "config.yaml").read_text()
+
+
+def _wandb_records(path: Path):
+    """The records of a W&B ``run-*.wandb`` file (a LevelDB-style log of protobuf ``Record``s in
+    32 KiB blocks after a 7-byte header; wandb ships the message types, not a reader)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, i, buf = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while i + 7 <= len(data):
+        if 32768 - i % 32768 < 7:  # a block's tail too short for a record header is padding
+            i += 32768 - i % 32768
+            continue
+        _, n, kind = struct.unpack("<IHB", data[i:i + 7])
+        if kind == 0 and n == 0:
+            break
+        buf += data[i + 7:i + 7 + n]
+        i += 7 + n
+        if kind in (1, 4):  # a full record, or the last piece of one
+            yield pb.Record.FromString(buf)
+            buf = b""
+
+
+@pytest.mark.skipif(not HAVE_WANDB, reason="wandb not installed (pip install wandb)")
+def test_wandb_tracker_logs_every_trial_offline(run):
+    run_dir, _ = run
+    logged = {}
+    for f in (run_dir / "wandb").glob("offline-run-*/run-*.wandb"):
+        node, scores = None, []
+        for r in _wandb_records(f):
+            kind = r.WhichOneof("record_type")
+            if kind == "run":
+                config = {u.key: json.loads(u.value_json) for u in r.run.config.update}
+                node = config["node_id"]
+                assert r.run.project == "trex-ray" and r.run.run_group == "search-0"
+            elif kind == "history":
+                items = {it.key or "/".join(it.nested_key): json.loads(it.value_json) for it in r.history.item}
+                scores += [items["score"]] if items.get("score") is not None else []
+        logged[node] = scores[-1]
+    done = {n["id"]: n["score"] for n in _tree(run_dir)["nodes"] if n["score"] is not None}
+    assert logged.keys() == done.keys()
+    assert all(logged[k] == pytest.approx(done[k]) for k in done)
+
+
 def _hostile_copy(run_dir: Path, dest: Path) -> Path:
     """The run's files with a node whose plan text tries to break out of the page."""
     from trex_ray.report import write_report
@@ -163,6 +238,7 @@ def _hostile_copy(run_dir: Path, dest: Path) -> Path:
     node = next(n for n in tree["nodes"] if n["id"] == tree["best"])
     node["plan"]["rationale"] = EVIL
     node["diagnosis"] = "%DATA% %PLOTLYJS% | pipe"
+    tree["insights"] = {"after_trials": 3, "items": [{"kind": "helped", "text": "lower lr " + EVIL, "nodes": [node["id"]]}]}
     (dest / "tree.json").write_text(json.dumps(tree))
     write_report(dest)
     return dest
@@ -173,6 +249,8 @@ def test_untrusted_plan_text_is_escaped(run, tmp_path):
     page = (dest / "report.html").read_text(encoding="utf-8")
     assert EVIL not in page and "window.__pwned" in page  # present, but only in escaped form
     assert page.count("<script") == 3  # plotly.js, the data block, the page's own script
+    # distilled insights (LLM text) are listed, escaped
+    assert '<ul id="insights"><li><b>helped</b> lower lr &lt;/script&gt;' in page
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium not installed (apt-get install -y chromium)")

@@ -8,12 +8,14 @@ import sys
 
 from trex_ray.config import ConfigError, load_config, options_help
 
-USAGE = """python launch.py [--config FILE.yaml] [--section.key=value ...]
+USAGE = """python launch.py [--config FILE.yaml] [--section.key=value ...] [--push-to-hub USER/NAME]
        python launch.py --resume RUN_DIR
 
 Runs a TREX tree search: a baseline evaluation of the base model, then fine-tuning trials
 proposed by the Researcher and scheduled by Ray Tune, on an embedded local Ray or the cluster
-in RAY_ADDRESS (ray job submit). Every option below can be set in the YAML file or overridden."""
+in RAY_ADDRESS (ray job submit). Every option below can be set in the YAML file or overridden.
+--push-to-hub REPO (= --run.push_to_hub=REPO) uploads best/ to the Hugging Face Hub at the end,
+with the token from $HF_TOKEN (run.hub_token_env); exit 1 if only that upload failed."""
 
 
 def _setup_logging(level: str) -> None:
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="upload best/ to this Hub model repo at the end")
     parser.add_argument("-h", "--help", action="store_true")
     args, rest = parser.parse_known_args(argv)
     if args.help:
@@ -36,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         bad = [a for a in rest if not (a.startswith("--") and "." in a.split("=", 1)[0] and "=" in a)]
         if bad:
             raise ConfigError(f"unrecognised argument {bad[0]!r} (options look like --section.key=value)")
-        if args.resume and (args.config or rest):
-            raise ConfigError("--resume takes the run's saved config; give no --config or overrides with it")
+        if args.resume and (args.config or rest or args.push_to_hub):
+            raise ConfigError("--resume takes the run's saved config; give no --config or overrides with it "
+                              "(push a finished run with python -m trex_ray.export RUN_DIR --push-to-hub REPO)")
         cfg = None if args.resume else load_config(args.config, rest)
+        if cfg and args.push_to_hub is not None:  # set as a string: YAML would read a repo "123" as a number
+            cfg.run.push_to_hub = args.push_to_hub
         _setup_logging(cfg.run.log_level if cfg else "INFO")
         from trex_ray.run import run_search
 
@@ -49,4 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with: python launch.py --resume <run dir>", file=sys.stderr)
         return 130
+    push = summary.get("push") or {}
+    if push.get("status") == "failed":  # the run itself is complete and on disk; only the upload is missing
+        from trex_ray.export import push_message
+
+        print(f"error: {push_message(summary['run_dir'], push)}", file=sys.stderr)
+        return 1
     return 0 if summary["base_score"] is not None else 1

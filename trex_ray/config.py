@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 BUILTIN_MODEL = "builtin:smollm2-135m-instruct"
 
@@ -42,6 +42,11 @@ class TaskConfig(_Section):
     test_limit: int = Field(200, ge=0)
     """Test examples scored once at the end, for the best node and the base model (0: skip).
     Reported beside the dev scores, never used to choose a node."""
+    extra_sources: list[str] = Field(default_factory=list, max_length=32)
+    """Further local data the LLM Researcher may mix in: files (.jsonl/.json/.csv/.parquet/.arrow)
+    or folders of them (one level of subfolders too, so the FT-Bench data folder lists every
+    other task's splits). Its research tools show their columns and row counts; recipes use
+    them by path. Give absolute paths (the Researcher actor may not share the driver's cwd)."""
 
     def paths(self) -> dict[str, str | None]:
         return {"data_dir": self.data_dir, "train": self.train_path, "dev": self.dev_path, "test": self.test_path}
@@ -65,6 +70,10 @@ class SearchConfig(_Section):
     """Fine-tuning trials to run (the baseline evaluation of the base model is extra)."""
     max_concurrent_trials: int = Field(2, ge=1)
     """Upper bound on trials at once; the cluster's free resources may allow fewer."""
+    prefetch_trials: int = Field(0, ge=0, le=64)
+    """Trials handed to Tune beyond what runs now, waiting for a slot: a finished trial's slot is
+    refilled at once (with run.reuse_actors, by its own process). Each is chosen a little earlier,
+    before the latest results; worth it when trials are short next to their start-up."""
     children_per_expansion: int = Field(3, ge=1, le=8)
     """Plans the Researcher proposes each time a node is expanded."""
     exploration: float = Field(1.0, ge=0)
@@ -143,6 +152,33 @@ class LLMConfig(_Section):
     it); once spent, the builtin rules propose. Unset: no limit."""
     concurrency: int = Field(2, ge=1)
     """Requests to the endpoint at once."""
+    insights_every: int = Field(3, ge=0)
+    """Distill insights (what helped, what hurt) from the tree every this many finished trials,
+    shown to later expansions (0: never). Each finished trial's wrong dev answers are also
+    diagnosed by the LLM; both count into the spend and stop once max_cost is spent."""
+    synthesis_rpm: float = Field(60.0, gt=0, le=100_000)
+    """Requests per minute that a recipe's synthesize step may start (per trial, evenly spaced),
+    within ``concurrency`` at once."""
+    tool_calling: Literal["auto", "native", "text", "off"] = "auto"
+    """The research phase, once per run before the first plans: the LLM calls research tools (hub
+    and paper search, the local data catalog) and the findings go into every planning prompt.
+    native (OpenAI tools=), text (the model answers {"tool": ..., "arguments": ...} as JSON), auto
+    (native, switching to text when the server rejects or ignores tools) or off (no research)."""
+    research_max_rounds: int = Field(4, ge=1, le=20)
+    """LLM turns of the research phase (each may ask for tool calls)."""
+    research_max_calls: int = Field(6, ge=1, le=50)
+    """Tool calls executed in the research phase, all rounds together."""
+    research_online: bool = True
+    """Offer the online tools (Hugging Face Hub and arXiv search); off on air-gapped clusters.
+    Offline they answer "unavailable" within research_timeout_s anyway."""
+    research_timeout_s: float = Field(8.0, gt=0, le=120)
+    """Seconds one online tool call may take before it answers "unavailable"."""
+
+    @field_validator("tool_calling", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        # YAML 1.1 reads a bare `off` as false (in config files and --llm.tool_calling=off alike)
+        return "off" if v is False else v
 
 
 class ResourcesConfig(_Section):
@@ -170,6 +206,10 @@ class ResourcesConfig(_Section):
     max_failures: int = Field(1, ge=0)
     """Retries of a trial after an infrastructure failure (lost worker or node). A plan's own
     errors (bad data, out of memory) are recorded on its node, never retried."""
+    max_preemptions: int = Field(-1, ge=-1)
+    """Restarts of a multi-worker trial after node preemptions (a node drained by the autoscaler
+    or the cloud: spot instances), counted apart from max_failures (-1: no limit). Tune likewise
+    never counts a preempted trial process against max_failures."""
 
 
 class RunConfig(_Section):
@@ -185,13 +225,37 @@ class RunConfig(_Section):
     """CPUs of an embedded local Ray (default: all)."""
     log_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
     """Console log level."""
+    reuse_actors: bool = False
+    """Run a trial in the process a finished trial of the same shape leaves (Tune's reuse_actors),
+    saving a process start and imports per trial; off by default so that every trial starts with
+    fresh GPU memory and threads. Pairs with search.prefetch_trials."""
+    storage: str | None = None
+    """Shared storage for what trials write (node models and predictions, the recipe cache, Tune
+    and Train results and checkpoints), under <storage>/<run_id>: a path every node mounts (NFS)
+    or s3://bucket/prefix, gs://bucket/prefix (pyarrow.fs; credentials from the environment, e.g.
+    AWS_ACCESS_KEY_ID, set for workers through the job's runtime_env). Unset: the run directory,
+    which suits one machine only. The driver's ledger is mirrored there, so --resume can take it."""
     export_merged: bool = False
     """Also save the best LoRA node merged into its base model (safetensors) under best/merged/."""
-    tracker: Literal["tensorboard", "mlflow"] = "tensorboard"
+    tracker: Literal["tensorboard", "mlflow", "wandb"] | list[Literal["tensorboard", "mlflow", "wandb"]] = "tensorboard"
     """Where trial metrics go besides the run directory: tensorboard (Tune's event files under
-    RUN_DIR/tune, always written) or mlflow (also an MLflow run per trial; pip install mlflow-skinny)."""
+    RUN_DIR/tune, always written), mlflow (also an MLflow run per trial; pip install mlflow-skinny),
+    wandb (also a W&B run per trial; pip install wandb), or a list of them ([mlflow,wandb])."""
     mlflow_tracking_uri: str | None = None
     """MLflow tracking URI for run.tracker=mlflow (default: a local file store, RUN_DIR/mlruns)."""
+    wandb_project: str = "trex-ray"
+    """W&B project of the trial runs (run.tracker=wandb); each search is a group named after its Tune experiment."""
+    wandb_entity: str | None = None
+    """W&B entity (user or team) of the project (default: the API key's default entity)."""
+    wandb_mode: Literal["online", "offline"] | None = None
+    """W&B mode; unset: online when WANDB_API_KEY is set, else offline (files under RUN_DIR/wandb,
+    uploaded later with wandb sync)."""
+    push_to_hub: str | None = None
+    """Hugging Face Hub repo (user/name) to upload best/ to at the end of the run (also --push-to-hub REPO)."""
+    hub_private: bool = True
+    """Create the push_to_hub repo as private (an existing repo keeps its visibility)."""
+    hub_token_env: str = "HF_TOKEN"
+    """Name of the environment variable holding the Hub token for push_to_hub (the token itself never goes in a file)."""
 
 
 class Config(_Section):

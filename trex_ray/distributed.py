@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from trex_ray.executor import TrialContext, node_dir
+from trex_ray.executor import TrialContext, node_dir, publish_node
 from trex_ray.plan import Plan, TrialResources
+from trex_ray.storage import RunStorage
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model_cfg = ModelConfig(**ctx.model)
     model_path = resolve_model(model_cfg)
     # every rank builds the same (seeded) recipe; the shared cache makes all but the first a read
-    dataset, stats = build_recipe(plan.recipe, task, ctx.paths, cache_dir=Path(ctx.run_dir) / "recipe_cache")
+    dataset, stats = build_recipe(plan.recipe, task, ctx.paths, cache_dir=ctx.recipe_cache)
     out = node_dir(ctx, node_id)
 
     def on_log(entry: dict[str, Any]) -> None:
@@ -93,17 +93,22 @@ def train_loop(config: dict[str, Any]) -> None:
                            out / "dev_predictions.jsonl")
         stats.update(train_loss=tr.train_loss, train_steps=tr.steps, resumed_from_checkpoint=resume is not None,
                      loss_curve=[{"step": h["step"], "loss": h["loss"]} for h in tr.history if "loss" in h])
+        from trex_ray.diagnosis import collect_bad_cases
+
+        bad_cases = collect_bad_cases(task, dev, out / "dev_predictions.jsonl", plan.recipe.format.prompt, tok)
+        artifacts = publish_node(ctx, node_id, out, {"model": tr.model_dir,
+                                                     "dev_predictions": str(out / "dev_predictions.jsonl")})
         outcome = {
             "score": float(metrics[task.metric]), "metrics": {k: float(v) for k, v in metrics.items()},
             "cost": {"wall_seconds": round(time.time() - t0, 2), "train_samples": tr.train_samples,
                      "train_tokens": tr.train_tokens},
-            "artifacts": {"model": tr.model_dir, "dev_predictions": str(out / "dev_predictions.jsonl")},
+            "artifacts": artifacts,
             "recipe_stats": stats | {"workers": res.num_workers, "zero_stage": res.zero_stage},
+            "bad_cases": bad_cases,
         }
-        # The outcome travels through the run's storage: Train keeps only checkpoint-bound metrics.
-        tmp = out / "outcome.json.tmp"
-        tmp.write_text(json.dumps(outcome))
-        os.replace(tmp, out / "outcome.json")
+        # The outcome travels through the run's storage (written last, atomically): Train keeps
+        # only checkpoint-bound metrics, and rank 0 may run on another node than the trial.
+        RunStorage(ctx.storage_root).write_bytes(f"nodes/{node_id}/outcome.json", json.dumps(outcome).encode())
         ray.train.report({"node_id": node_id, "phase": "eval", "evaluated": len(dev), "total": len(dev)})
     else:
         ray.train.report({"node_id": node_id, "phase": "eval"})
@@ -128,21 +133,28 @@ def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResou
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    store = RunStorage(ctx.storage_root)
+    outcome_rel = f"nodes/{node_id}/outcome.json"
+    if store.exists(outcome_rel):
+        store.fs.delete_file(store.path(outcome_rel))
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"context": ctx.to_dict(), "plan": plan.model_dump(mode="json"),
                            "resources": res.model_dump(), "node_id": node_id},
         scaling_config=scaling_config(res),
         run_config=train.RunConfig(
-            name=f"train-{node_id}", storage_path=str(Path(ctx.run_dir) / "train"),
-            failure_config=train.FailureConfig(max_failures=max_failures),
+            name=f"train-{node_id}", storage_path=store.path("train"),
+            storage_filesystem=store.fs if store.remote else None,
+            # A preempted node (drained with reason PREEMPTION, e.g. a spot instance) costs a
+            # restart from the checkpoint but is counted apart: spot clusters must not exhaust
+            # max_failures on the cloud's doing.
+            failure_config=train.FailureConfig(max_failures=max_failures,
+                                               max_preemption_failures=ctx.max_preemptions),
             checkpoint_config=train.CheckpointConfig(num_to_keep=1),
             callbacks=[TuneReportCallback()],
         ),
     )
-    outcome_file = node_dir(ctx, node_id) / "outcome.json"
-    outcome_file.unlink(missing_ok=True)
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return json.loads(outcome_file.read_text())
+    return json.loads(store.read_bytes(outcome_rel))

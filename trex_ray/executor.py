@@ -17,6 +17,7 @@ from ftbench.evaluate import evaluate, load_model
 from ftbench.task import load_split
 from ftbench.tasks import get_task
 from trex_ray.plan import Plan
+from trex_ray.storage import RunStorage, scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,49 @@ class TrialContext:
     threads: int = 1
     resources: dict[str, Any] | None = None  # TrialResources of plans that set none
     max_failures: int = 1  # worker-group restarts of a multi-worker trial
+    max_preemptions: int = -1  # restarts after node preemptions, not counted in max_failures
+    # Where trials write (see storage.py): a local/NFS path or an s3:// / gs:// URI; None: run_dir
+    storage: str | None = None
+    # LLMConfig fields (no key: only the NAME of its variable), for recipes' synthesize steps
+    llm: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def storage_root(self) -> str:
+        return self.storage or self.run_dir
+
+    @property
+    def recipe_cache(self) -> str:
+        """The recipe cache every node of the cluster shares."""
+        return RunStorage(self.storage_root).uri_for("recipe_cache")
+
 
 def node_dir(ctx: TrialContext, node_id: str) -> Path:
-    return Path(ctx.run_dir) / "nodes" / node_id
+    """Where this process writes node ``node_id``'s files: its place in the storage when that is
+    a filesystem path, else a scratch folder on this machine, uploaded by ``publish_node``."""
+    store = RunStorage(ctx.storage_root)
+    if store.remote:
+        return scratch_dir(Path(ctx.run_dir).name, "nodes", node_id)
+    return Path(store.path(f"nodes/{node_id}"))
+
+
+def publish_node(ctx: TrialContext, node_id: str, out: Path, artifacts: dict[str, str]) -> dict[str, str]:
+    """Upload a scratch node folder to remote storage; the artifacts then name storage URIs,
+    which any machine can ``storage.fetch``. A no-op for filesystem storage."""
+    store = RunStorage(ctx.storage_root)
+    if not store.remote:
+        return artifacts
+    rel = f"nodes/{node_id}"
+    store.upload_dir(out, rel)
+    published = {}
+    for name, path in artifacts.items():
+        try:
+            published[name] = store.uri_for(f"{rel}/{Path(path).resolve().relative_to(out.resolve()).as_posix()}")
+        except ValueError:  # not under the node folder: leave it as it is
+            published[name] = path
+    return published
 
 
 def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress | None = None) -> dict[str, Any]:
@@ -74,7 +111,8 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         report({"phase": "data"})
         from trex_ray.recipes.build import build_recipe  # datasets is heavy: import on the worker only
 
-        dataset, stats = build_recipe(plan.recipe, task, ctx.paths, Path(ctx.run_dir) / "recipe_cache", num_proc=ctx.threads)
+        dataset, stats = build_recipe(plan.recipe, task, ctx.paths, ctx.recipe_cache, num_proc=ctx.threads,
+                                      llm=ctx.llm)
         report({"phase": "train", "step": 0, "rows": len(dataset)})
 
         def on_log(entry: dict[str, Any]) -> None:
@@ -94,6 +132,11 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         on_batch=lambda done, total: report({"phase": "eval", "evaluated": done, "total": total}),
     )
     artifacts["dev_predictions"] = str(preds)
+    from trex_ray.diagnosis import collect_bad_cases
+
+    # a few wrong dev answers (dev only, never test) for the Researcher's diagnosis of this node
+    bad_cases = collect_bad_cases(task, dev, preds, plan.recipe.format.prompt, tok)
+    artifacts = publish_node(ctx, node_id, out, artifacts)
     cost["wall_seconds"] = round(time.time() - t0, 2)
     return {
         "score": float(metrics[task.metric]),
@@ -101,4 +144,5 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         "cost": cost,
         "artifacts": artifacts,
         "recipe_stats": stats,
+        "bad_cases": bad_cases,
     }

@@ -2,19 +2,27 @@
 
 ``best/`` holds what the best node saved (a LoRA adapter or full weights, plus the tokenizer);
 the card says what it is, how well it does on dev and on test, what data and training made it,
-how it was reached from the base model, and under which licences its data came. Pushing to the
-Hugging Face Hub is left to the user (``huggingface-cli upload``); the card is in the Hub's format.
+how it was reached from the base model, and under which licences its data came; the card is in
+the Hub's format.
+
+``run.push_to_hub`` (``launch.py --push-to-hub REPO``) uploads ``best/`` to the Hugging Face Hub at
+the end of a run; its inputs are checked before Ray starts (:func:`check_push`). A failed upload
+loses nothing: the outputs are already on disk, ``summary.json`` records the failure, and
+``python -m trex_ray.export RUN_DIR --push-to-hub REPO`` pushes a finished run later.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ftbench.tasks import get_task
-from trex_ray.config import Config
+from trex_ray.config import Config, ConfigError, load_config
 from trex_ray.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -99,3 +107,105 @@ def write_model_card(run_dir: Path, cfg: Config, tree: dict[str, Any], summary: 
     path = best_dir / "README.md"
     path.write_text(model_card(cfg, tree, summary), encoding="utf-8")
     return path
+
+
+def hub_token(token_env: str) -> str:
+    """The Hub token from the environment variable named ``token_env`` (never from a file)."""
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise ConfigError(f"pushing to the Hub needs a token in the environment variable {token_env} "
+                          f"(run.hub_token_env), which is not set")
+    return token
+
+
+def check_push(repo_id: str, token_env: str) -> None:
+    """Before any compute: the repo id is one the Hub accepts, the Hub is reachable in principle
+    (not HF_HUB_OFFLINE) and the token's variable is set. ConfigError names the first problem."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ConfigError(f"push to hub: bad repo id {repo_id!r}: {e}") from None
+    if constants.is_offline_mode():
+        var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+        raise ConfigError(f"push to hub {repo_id}: {var}=1 is set, so huggingface_hub makes no network calls; "
+                          f"unset it, or push after the run with python -m trex_ray.export RUN_DIR --push-to-hub {repo_id}")
+    hub_token(token_env)
+
+
+def push_best(run_dir: Path, repo_id: str, token: str, private: bool = True) -> dict[str, Any]:
+    """Upload ``RUN_DIR/best`` (weights or adapter, tokenizer, merged/ if exported, the card) to
+    the Hub model repo ``repo_id``, creating it if needed. Never raises: the status dict says
+    ``pushed`` (with the commit URL and the files) or ``failed`` (with the error), without the token."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import disable_progress_bars
+
+    best_dir = Path(run_dir) / "best"
+    if not best_dir.is_dir():
+        return {"repo": repo_id, "status": "skipped", "error": "the run has no exported best model (best/)"}
+    files = sorted(str(p.relative_to(best_dir)) for p in best_dir.rglob("*") if p.is_file())
+    size = sum((best_dir / f).stat().st_size for f in files)
+    log.info("pushing %s (%d files, %.1f MB) to the Hub repo %s", best_dir, len(files), size / 1e6, repo_id)
+    disable_progress_bars()  # the terminal redraws would garble the run's log
+    try:
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(repo_id=url.repo_id, folder_path=best_dir, repo_type="model",
+                                   commit_message=f"TREX-Ray: best model of run {Path(run_dir).name}")
+    except Exception as e:  # noqa: BLE001 - any failure is recorded; the outputs stay on disk
+        error = f"{type(e).__name__}: {e}".replace(token, "***")[:2000]
+        log.error("push to the Hub repo %s failed: %s", repo_id, error.splitlines()[0] if error else "")
+        return {"repo": repo_id, "status": "failed", "error": error}
+    log.info("pushed to %s", commit.commit_url)
+    return {"repo": url.repo_id, "status": "pushed", "url": str(url), "commit_url": commit.commit_url, "files": files}
+
+
+def record_push(run_dir: Path, summary: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json`` with the push status under ``push`` (rewritten in place)."""
+    summary = {**summary, "push": status}
+    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def push_message(run_dir: Path, status: dict[str, Any]) -> str:
+    """One line for a failed push: what failed, that the results are safe, how to retry."""
+    first = (status.get("error") or "").splitlines()[0][:300] if status.get("error") else "unknown error"
+    return (f"push to the Hub repo {status['repo']} failed ({first}); the run's results are safe in {run_dir}; "
+            f"push them later with: python -m trex_ray.export {run_dir} --push-to-hub {status['repo']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trex_ray.export RUN_DIR --push-to-hub REPO``: push a finished run's best/.
+    Exit 2: bad input (one line); exit 1: the upload failed (recorded in summary.json)."""
+    parser = argparse.ArgumentParser(prog="python -m trex_ray.export", description=main.__doc__)
+    parser.add_argument("run_dir", help="a finished TREX-Ray run directory")
+    parser.add_argument("--push-to-hub", required=True, metavar="REPO", help="Hub model repo, user/name")
+    parser.add_argument("--public", action="store_true", help="create the repo public (default: run.hub_private)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    try:
+        if not (run_dir / "summary.json").is_file() or not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a finished TREX-Ray run (no summary.json and config.yaml)")
+        if not (run_dir / "best").is_dir():
+            raise ConfigError(f"{run_dir} has no exported best model (best/): nothing to push")
+        cfg = load_config(run_dir / "config.yaml")
+        check_push(args.push_to_hub, cfg.run.hub_token_env)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    status = push_best(run_dir, args.push_to_hub, hub_token(cfg.run.hub_token_env),
+                       private=cfg.run.hub_private and not args.public)
+    record_push(run_dir, json.loads((run_dir / "summary.json").read_text()), status)
+    if status["status"] != "pushed":
+        print(f"error: {push_message(run_dir, status)}", file=sys.stderr)
+        return 1
+    print(status["commit_url"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

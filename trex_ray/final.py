@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trex_ray.storage import RunStorage, fetch, scratch_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -86,26 +88,44 @@ def final_evaluation(
     out: dict[str, Any] = {"base_test_score": None, "best_test_score": None, "test_limit": test_limit}
     nodes = {n["id"]: n for n in tree["nodes"]}
     root, best = nodes.get(tree.get("root") or ""), nodes.get(tree.get("best") or "")
-    run_dir = Path(ctx["run_dir"])
+    # Runs on any node: it reads the best model from the run's storage and writes there.
+    store = RunStorage(ctx.get("storage") or ctx["run_dir"])
+    local = scratch_dir(Path(ctx["run_dir"]).name, "final") if store.remote else Path(store.path())
+
+    def predictions(node_id: str) -> Path:
+        return local / "nodes" / node_id / "test_predictions.jsonl"
+
+    def publish(path: Path) -> None:
+        if store.remote and path.is_file():
+            store.write_bytes(path.relative_to(local).as_posix(), path.read_bytes())
+
+    best_model = None
+    if best is not None and best["artifacts"].get("model"):
+        best_model = str(fetch(best["artifacts"]["model"], local / "fetched" / best["id"]))
     if test_limit > 0 and root is not None:
         from ftbench.tasks import get_task
 
         metric = get_task(ctx["task"]).metric
         t0 = time.time()
         try:
-            m = score_on_test(ctx, root["plan"], None, test_limit, run_dir / "nodes" / root["id"] / "test_predictions.jsonl")
+            m = score_on_test(ctx, root["plan"], None, test_limit, predictions(root["id"]))
+            publish(predictions(root["id"]))
             out.update(base_test_score=m[metric], base_test_metrics=m)
-            if best is not None and best["artifacts"].get("model"):
-                m = score_on_test(ctx, best["plan"], best["artifacts"]["model"], test_limit,
-                                  run_dir / "nodes" / best["id"] / "test_predictions.jsonl")
+            if best_model is not None:
+                m = score_on_test(ctx, best["plan"], best_model, test_limit, predictions(best["id"]))
+                publish(predictions(best["id"]))
                 out.update(best_test_score=m[metric], best_test_metrics=m, test_node=best["id"])
         except Exception as e:  # noqa: BLE001 - the run's other outputs must still be written
             log.warning("test evaluation failed: %s", e)
             out["test_error"] = f"{type(e).__name__}: {e}"[:2000]
         out["test_seconds"] = round(time.time() - t0, 2)
-    if export and best is not None and best["artifacts"].get("model"):
+    if export and best_model is not None:
         try:
-            out["merged_model_dir"] = export_merged(ctx, best["artifacts"]["model"], run_dir / "best" / "merged")
+            merged = export_merged(ctx, best_model, local / "best" / "merged")
+            if merged is not None and store.remote:
+                store.upload_dir(merged, "best/merged")
+                merged = store.uri_for("best/merged")
+            out["merged_model_dir"] = merged
         except Exception as e:  # noqa: BLE001
             log.warning("merged export failed: %s", e)
             out["export_error"] = f"{type(e).__name__}: {e}"[:2000]

@@ -21,7 +21,30 @@ log = logging.getLogger(__name__)
 
 
 class LLMError(RuntimeError):
-    """The endpoint did not give a usable answer (after retries), or the budget is spent."""
+    """The endpoint did not give a usable answer (after retries), or the budget is spent.
+    ``status`` is the HTTP status of the last failed request, when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ToolCall:
+    """One function call the model asked for (OpenAI tool calling). ``arguments`` is the raw
+    JSON text the model wrote: untrusted, to be validated before anything runs."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+def _message_tokens(m: dict[str, Any]) -> int:
+    """Estimated tokens of one chat message, tool calls included (their content may be empty)."""
+    n = estimate_tokens(m.get("content") or "")
+    if m.get("tool_calls"):
+        n += estimate_tokens(json.dumps(m["tool_calls"]))
+    return n
 
 
 def estimate_tokens(text: str) -> int:
@@ -141,15 +164,34 @@ class LLMClient:
                 + completion_tokens * self.cfg.get("price_per_1k_output", 0.0)) / 1000
 
     def chat(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None,
-             schema_name: str = "answer") -> tuple[str, Usage]:
+             schema_name: str = "answer", max_tokens: int | None = None) -> tuple[str, Usage]:
         """The answer's text and this call's usage (retries included). LLMError when the
         request keeps failing or the answer is empty. The budget is the caller's to check
-        (``check_budget``): an expansion under way may finish its calls."""
-        kwargs: dict[str, Any] = dict(model=self.cfg["model"], messages=messages,
-                                      temperature=self.cfg["temperature"], max_tokens=self.cfg["max_tokens"])
+        (``check_budget``): an expansion under way may finish its calls. ``max_tokens`` may
+        lower the configured answer length for one call."""
+        kwargs: dict[str, Any] = dict(model=self.cfg["model"], messages=messages, temperature=self.cfg["temperature"],
+                                      max_tokens=min(max_tokens or self.cfg["max_tokens"], self.cfg["max_tokens"]))
         fmt = response_format(self.cfg["structured_output"], schema_name, schema) if schema else None
         if fmt is not None:
             kwargs["response_format"] = fmt
+        text, _, usage = self._complete(kwargs)
+        if not text.strip():
+            raise LLMError("the LLM returned an empty answer")
+        return text, usage
+
+    def chat_tools(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                   max_tokens: int | None = None) -> tuple[str, list[ToolCall], Usage]:
+        """One turn with OpenAI ``tools``: (text, tool calls asked for, usage). A server that
+        ignores ``tools`` answers text and no calls; one that rejects them raises LLMError with
+        its HTTP ``status``. Retries and accounting as in ``chat``."""
+        kwargs: dict[str, Any] = dict(model=self.cfg["model"], messages=messages, tools=tools, tool_choice="auto",
+                                      temperature=self.cfg["temperature"],
+                                      max_tokens=min(max_tokens or self.cfg["max_tokens"], self.cfg["max_tokens"]))
+        return self._complete(kwargs)
+
+    def _complete(self, kwargs: dict[str, Any]) -> tuple[str, list[ToolCall], Usage]:
+        """The request with retries; every attempt's usage goes into ``total``."""
+        messages = kwargs["messages"]
         usage = Usage()
         delay = self.cfg.get("retry_backoff_s", 1.0)
         for attempt in range(self.cfg["max_retries"] + 1):
@@ -162,26 +204,29 @@ class LLMClient:
                     with self._lock:
                         self.total.add(usage)  # the retries still count
                     detail = str(e)[:300].replace(self._key, "***") if self._key else str(e)[:300]
-                    raise LLMError(f"LLM request failed after {attempt + 1} attempt(s): {type(e).__name__}: {detail}") from None
+                    raise LLMError(f"LLM request failed after {attempt + 1} attempt(s): {type(e).__name__}: {detail}",
+                                   status=getattr(e, "status_code", None)) from None
                 usage.retries += 1
                 log.warning("LLM request failed (%s); retry %d in %.1fs", type(e).__name__, attempt + 1, delay)
                 time.sleep(delay)
                 delay *= 2
-        text = (resp.choices[0].message.content or "") if resp.choices else ""
+        msg = resp.choices[0].message if resp.choices else None
+        text = (msg.content or "") if msg is not None else ""
+        calls = [ToolCall(id=c.id or f"call_{i}", name=c.function.name or "", arguments=c.function.arguments or "")
+                 for i, c in enumerate(getattr(msg, "tool_calls", None) or [])
+                 if getattr(c, "function", None) is not None]
         u = resp.usage
         if u is not None and u.prompt_tokens is not None:
             usage.prompt_tokens, usage.completion_tokens = u.prompt_tokens, u.completion_tokens or 0
         else:
-            usage.prompt_tokens = sum(estimate_tokens(m["content"]) for m in messages)
-            usage.completion_tokens = estimate_tokens(text)
+            usage.prompt_tokens = sum(_message_tokens(m) for m in messages)
+            usage.completion_tokens = estimate_tokens(text) + sum(estimate_tokens(c.name + c.arguments) for c in calls)
             usage.estimated = True
         usage.calls = 1
         usage.cost = self._cost(usage.prompt_tokens, usage.completion_tokens)
         with self._lock:
             self.total.add(usage)
-        if not text.strip():
-            raise LLMError("the LLM returned an empty answer")
-        return text, usage
+        return text, calls, usage
 
 
 def check_llm_config(policy: str, llm: dict[str, Any]) -> None:

@@ -79,21 +79,33 @@ def _neutralise(text: str) -> str:
     return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
 
 
+def fence(text: str) -> str:
+    """``text`` as one block of untrusted data between the markers the system prompts name."""
+    return f"{OPEN}\n{_neutralise(text)}\n{CLOSE}"
+
+
+def _insight_line(item: dict[str, Any]) -> str:
+    return json.dumps({"kind": item.get("kind"), "text": _clip(item.get("text")), "nodes": item.get("nodes")},
+                      ensure_ascii=False)
+
+
 def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_tokens: int) -> str:
     """The prompt's data block, at most ``max_tokens`` (estimated) long.
 
     When too long, the least useful parts go first: key nodes beyond the top few, then the
-    node's siblings, then the path's oldest entries, then the rest of the key nodes and the
-    existing children; as a last resort the text is cut. The selected node (with its full
-    plan) and the requirement spec are what an expansion cannot do without, so they come first.
+    node's siblings, then the path's oldest entries, then the distilled insights (last first),
+    then the rest of the key nodes and the existing children; as a last resort the text is cut.
+    Diagnoses ride on each node's line (clipped like any free text). The selected node (with its
+    full plan) and the requirement spec are what an expansion cannot do without, so they come first.
     """
     mem = request.memory
     path = [_line(s) for s in mem["path"][:-1]]  # the last entry is the node itself, shown in full
     children = [_line(s) for s in mem["children"]]
     siblings = [_line(s) for s in mem["siblings"]]
     key_nodes = [_line(s) for s in mem["key_nodes"]]
+    insights = [_insight_line(i) for i in mem.get("insights") or []]
     node = {k: _clip(v) for k, v in mem["node"].items() if k != "plan" and v is not None}
-    dropped = {"path": 0, "siblings": 0, "key_nodes": 0, "children": 0}
+    dropped = {"path": 0, "siblings": 0, "key_nodes": 0, "children": 0, "insights": 0}
 
     def render() -> str:
         # Most essential first: a last-resort cut keeps the head.
@@ -103,6 +115,7 @@ def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_t
             f"SCORES base={mem.get('base_score')} best={mem.get('best_score')} (metric {requirement['target']['metric']}, "
             f"{requirement['target']['direction']}; reward = normalised gain over base)",
             "REQUIREMENTS " + json.dumps(requirement, ensure_ascii=False),
+            *(["DISTILLED INSIGHTS (lessons from the whole tree so far)", *insights] if insights else []),
             "PATH FROM ROOT (oldest first)", *path,
             "EXISTING CHILDREN OF THE SELECTED NODE (do not repeat)", *children,
             "SIBLINGS", *siblings,
@@ -120,6 +133,8 @@ def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_t
             siblings.pop(); dropped["siblings"] += 1  # noqa: E702
         elif path:
             path.pop(0); dropped["path"] += 1  # noqa: E702
+        elif insights:
+            insights.pop(); dropped["insights"] += 1  # noqa: E702
         elif key_nodes:
             key_nodes.pop(); dropped["key_nodes"] += 1  # noqa: E702
         elif children:

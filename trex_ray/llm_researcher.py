@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trex_ray.llm_client import LLMClient, LLMError, Usage, extract_json
+from trex_ray.llm_client import LLMClient, LLMError, Usage, estimate_tokens, extract_json
 from trex_ray.llm_memory import analyze_requirements, render_context
+from trex_ray.research_loop import CITE, FINDINGS_SHARE, ResearchLog, cited, ensure_research, render_findings
 from trex_ray.plan import DIRECTIONS, Plan, explain
 from trex_ray.policy import BuiltinPolicy, ExpansionRequest, first_plan
 
@@ -152,6 +153,7 @@ class Proposal:
     usage: dict[str, Any]
     direction: str | None = None
     first_try_valid: list[bool] = field(default_factory=list)  # per ask: valid without a re-ask
+    findings: list[str] = field(default_factory=list)  # ids of the research findings in the plan prompt
 
 
 class LLMResearcher:
@@ -165,6 +167,8 @@ class LLMResearcher:
         self.requirement: dict[str, Any] | None = None
         self.client: LLMClient | None = None
         self.unavailable: str | None = None
+        self.research = ResearchLog(self.run_dir)  # the run's findings (research.jsonl), restored on resume
+        self._in_prompt: list[str] = []
         if not self.cfg.get("base_url") or not self.cfg.get("model"):
             self.unavailable = "no LLM configured (llm.base_url and llm.model)"
         else:
@@ -198,6 +202,8 @@ class LLMResearcher:
         entry = {"node_id": request.memory["node"].get("id"), "source": proposal.source, "note": proposal.note,
                  "direction": proposal.direction, "plans": len(proposal.plans),
                  "first_try_valid": proposal.first_try_valid, "usage": proposal.usage,
+                 "findings": proposal.findings,
+                 "cited": [cited(proposal.findings, p.rationale) for p in proposal.plans] if proposal.findings else [],
                  "run_total": self.client.total.to_dict() if self.client else None}
         with open(self.run_dir / EXPANSIONS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
@@ -218,6 +224,7 @@ class LLMResearcher:
         before = copy.copy(self.client.total) if self.client else Usage()
         checks: list[bool] = []
         direction = None
+        self._in_prompt = []
         try:
             spec = self.requirements(request)  # once per run, written even when the LLM is unusable
             if self.client is None:
@@ -225,6 +232,7 @@ class LLMResearcher:
             # Checked once per expansion: the spend may overshoot max_cost by one expansion's
             # calls, rather than waste the calls already made on a half-finished expansion.
             self.client.check_budget()
+            ensure_research(self.client, self.cfg, self.research, request, self.run_dir)  # once per run
             choice, plans = self._ask_llm(request, spec, checks)
             direction = choice.direction
             source, note = "llm", f"{choice.direction}: {choice.reasoning[:300]}"
@@ -243,14 +251,18 @@ class LLMResearcher:
                           t.completion_tokens - before.completion_tokens, t.cost - before.cost,
                           t.retries - before.retries, t.estimated)
         proposal = Proposal(plans=plans, source=source, note=note, usage=usage.to_dict(),
-                            direction=direction, first_try_valid=checks)
+                            direction=direction, first_try_valid=checks,
+                            findings=self._in_prompt if source == "llm" else [])
         self._log_expansion(request, proposal)
         return proposal
 
     def _ask_llm(self, request: ExpansionRequest, spec: dict[str, Any],
                  checks: list[bool]) -> tuple[DirectionChoice, list[Plan]]:
         mem, n = request.memory, min(request.n, MAX_PLANS)
-        context = render_context(request, spec, self.cfg.get("max_prompt_tokens", 3000))
+        budget = self.cfg.get("max_prompt_tokens", 3000)
+        findings, self._in_prompt = render_findings(self.research.findings, budget // FINDINGS_SHARE)
+        context = render_context(request, spec, budget - estimate_tokens(findings))
+        context += "\n" + findings if findings else ""
         node_plan = Plan.model_validate(mem["node"]["plan"])
         start = node_plan if node_plan.training is not None else first_plan(request.task, request.defaults, request.seed)
         messages = [
@@ -261,7 +273,7 @@ class LLMResearcher:
         assert isinstance(choice, DirectionChoice)
         messages += [
             {"role": "assistant", "content": choice.model_dump_json()},
-            {"role": "user", "content": self._plans_prompt(choice, start, n, request)},
+            {"role": "user", "content": self._plans_prompt(choice, start, n, request) + (CITE if self._in_prompt else "")},
         ]
         batch = self._ask(messages, PlanBatch, "plans", checks, max_items=n)
         assert isinstance(batch, PlanBatch)

@@ -161,6 +161,17 @@ def _summary_html(run: RunData) -> str:
     return "".join(f"<div><b>{html.escape(k)}</b> {html.escape(str(v))}</div>" for k, v in items)
 
 
+def _insights_html(run: RunData) -> str:
+    """The Researcher's latest distilled insights (LLM text: escaped, never markup)."""
+    ins = run.tree.get("insights") or {}
+    items = ins.get("items") if isinstance(ins, dict) else None
+    if not items:
+        return "<p><i>None distilled (the builtin policy, or too few trials yet).</i></p>"
+    rows = "".join(f"<li><b>{html.escape(str(i.get('kind', '')))}</b> {html.escape(str(i.get('text', '')))}"
+                   f" <small>({html.escape(', '.join(map(str, i.get('nodes', []))))})</small></li>" for i in items)
+    return f"<p>after {int(ins.get('after_trials', 0))} trials:</p><ul id=\"insights\">{rows}</ul>"
+
+
 def render_html(run: RunData) -> str:
     """The whole page as one string."""
     from plotly.offline import get_plotlyjs
@@ -170,10 +181,10 @@ def render_html(run: RunData) -> str:
             "figures": {"tree": tree_figure(run), "by_trial": progress_figure(run, "trial", "trial number"),
                         "by_compute": progress_figure(run, "compute_s", "cumulative compute (wall seconds)")}}
     parts = {"TITLE": html.escape(f"TREX-Ray report — {run.run_dir.name}"), "SUMMARY": _summary_html(run),
-             "LEADERBOARD": _leaderboard_html(run), "CONFIG": html.escape(run.config_text or "(no config.yaml)"),
+             "LEADERBOARD": _leaderboard_html(run), "INSIGHTS": _insights_html(run), "CONFIG": html.escape(run.config_text or "(no config.yaml)"),
              "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs()}
     # one pass, so a placeholder-like string inside run text is never substituted itself
-    return re.sub(r"%(TITLE|SUMMARY|LEADERBOARD|CONFIG|DATA|PLOTLYJS)%", lambda m: parts[m.group(1)], PAGE)
+    return re.sub(r"%(TITLE|SUMMARY|LEADERBOARD|INSIGHTS|CONFIG|DATA|PLOTLYJS)%", lambda m: parts[m.group(1)], PAGE)
 
 
 PAGE = """<!DOCTYPE html>
@@ -198,6 +209,8 @@ tr.failed{color:#d62728} tr.pruned,tr.planned{color:#999} tr.selected{background
 <div id="main"><div id="tree"></div><div id="details"><i>Click a node in the tree or a leaderboard row.</i></div></div>
 <h2>Leaderboard</h2>
 %LEADERBOARD%
+<h2>Distilled insights</h2>
+%INSIGHTS%
 <h2>Best score so far</h2>
 <div class="charts"><div id="by_trial"></div><div id="by_compute"></div></div>
 <h2>Configuration</h2>

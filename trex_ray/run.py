@@ -19,10 +19,13 @@ from typing import Any
 from ftbench.task import TaskDataError, load_split
 from ftbench.tasks import get_task
 from trex_ray.config import Config, ConfigError, dump_config, load_config
+from trex_ray.export import check_push, hub_token, push_best, record_push
 from trex_ray.ledger import LEDGER_NAME, read_events
 from trex_ray.llm_client import check_llm_config
 from trex_ray.models import check_model
 from trex_ray.policy import TaskSpec
+from trex_ray.storage import RunStorage, check_storage, fetch, fetch_run, is_remote, run_storage_uri
+from trex_ray.trackers import check_trackers
 from trex_ray.tree import SearchParams
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ CONFIG_NAME = "config.yaml"
 def preflight(cfg: Config) -> TaskSpec:
     """Validate the task, its data and the model; ConfigError names the first problem."""
     check_llm_config(cfg.search.policy, cfg.llm.model_dump())  # cheapest check first
+    check_storage(cfg.run.storage)
     try:
         task = get_task(cfg.task.name)
     except KeyError as e:
@@ -48,6 +52,9 @@ def preflight(cfg: Config) -> TaskSpec:
     except TaskDataError as e:
         raise ConfigError(str(e)) from None
     check_model(cfg.model)
+    check_trackers(cfg)
+    if cfg.run.push_to_hub:  # the Hub's inputs too: a typo must not surface after hours of trials
+        check_push(cfg.run.push_to_hub, cfg.run.hub_token_env)
     return TaskSpec(
         id=task.id, description=task.description, metric=task.metric, higher_is_better=task.higher_is_better,
         prompt_template=task.prompt_template, completion_template=task.completion_template,
@@ -58,6 +65,8 @@ def preflight(cfg: Config) -> TaskSpec:
 def open_run(cfg: Config | None, resume: str | None) -> tuple[Config, Path]:
     """(config, run directory): a new directory, or the one being resumed with its saved config."""
     if resume:
+        if is_remote(resume):  # a run mirrored to object storage, resumed on another machine
+            resume = str(fetch_run(resume, cfg.run.output_dir if cfg else "runs"))
         run_dir = Path(resume).expanduser().resolve()
         if not (run_dir / LEDGER_NAME).is_file() or not (run_dir / CONFIG_NAME).is_file():
             raise ConfigError(f"--resume {resume}: not a TREX-Ray run directory (no {LEDGER_NAME} and {CONFIG_NAME})")
@@ -166,7 +175,8 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     # Ray could put them anywhere, and a lost worker node must cost a trial, not the search.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     state = TreeState.options(scheduling_strategy=here).remote(str(run_dir), params, spec, cfg.train.model_dump(), s.max_trials,
-                             s.children_per_expansion, s.seed, live_report=True, fit_check=_fit_check(cfg))
+                             s.children_per_expansion, s.seed, live_report=True, fit_check=_fit_check(cfg),
+                             storage=run_storage_uri(cfg.run.storage, run_dir) if is_remote(cfg.run.storage) else None)
     researcher = Researcher.options(scheduling_strategy=here).remote(s.policy, cfg.llm.model_dump(), str(run_dir))
     threads = max(1, int(cfg.resources.cpus_per_trial))
     context = TrialContext(
@@ -174,25 +184,31 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
         model=cfg.model.model_dump(), run_dir=str(run_dir), dev_limit=cfg.task.dev_limit,
         eval_batch_size=cfg.train.eval_batch_size, threads=threads,
         resources=cfg.resources.trial_resources().model_dump(), max_failures=cfg.resources.max_failures,
+        max_preemptions=cfg.resources.max_preemptions, storage=run_storage_uri(cfg.run.storage, run_dir), llm=cfg.llm.model_dump(),
     ).to_dict()
+    store = RunStorage(context["storage"])
     view = LiveView(task.metric, s.max_trials)
     searcher = TreeSearcher(state, researcher, context, on_event=view.event)
     concurrency = _concurrency(cfg)
-    searcher.capacity = lambda: _concurrency(cfg)
+    # prefetched trials wait in Tune for a slot (so a finished trial's slot is refilled at once)
+    searcher.capacity = lambda: _concurrency(cfg) + s.prefetch_trials
     log.info("run %s: task %s, model %s, %d trials, %d at a time", run_dir.name, spec.id,
              cfg.model.name_or_path, s.max_trials, concurrency)
     ray.get(state.snapshot.remote())  # the actor has replayed the ledger (or failed loudly)
-    attempt = len(list((run_dir / "tune").glob("search-*")))  # each (re)start is its own Tune experiment
+    # each (re)start is its own Tune experiment
+    attempt = sum(1 for name in store.list_dir("tune") if name.startswith("search-"))
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources),
         tune_config=tune.TuneConfig(
             # Tune's cap is the configured maximum; the searcher holds back below it while the
             # cluster is smaller (its capacity is re-read as nodes join or leave).
-            search_alg=searcher, num_samples=-1, max_concurrent_trials=cfg.search.max_concurrent_trials,
+            search_alg=searcher, num_samples=-1, max_concurrent_trials=s.max_concurrent_trials + s.prefetch_trials,
+            reuse_actors=cfg.run.reuse_actors,
             trial_dirname_creator=lambda trial: f"{trial.config['node_id']}-{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name=f"search-{attempt}", storage_path=str(run_dir / "tune"), verbose=0,
+            name=f"search-{attempt}", storage_path=store.path("tune"), verbose=0,
+            storage_filesystem=store.fs if store.remote else None,
             failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
             callbacks=[TrialErrorCallback(state, view.event), *tracker_callbacks(cfg, run_dir)],
         ),
@@ -201,8 +217,23 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     tree = ray.get(state.close.remote(searcher.finished_reason or "search ended"))
     _copy_best(run_dir, tree)
     final = _final_evaluation(cfg, context, tree)
+    if final.get("merged_model_dir"):  # written where the final task ran: bring it to best/merged
+        merged = run_dir / "best" / "merged"
+        src = fetch(final["merged_model_dir"], merged)
+        if src.resolve() != merged.resolve():
+            shutil.copytree(src, merged, dirs_exist_ok=True)
+        (merged / ".trex_fetched").unlink(missing_ok=True)
+        final["merged_model_dir"] = str(merged)
     summary = _write_outputs(cfg, run_dir, tree, searcher.finished_reason or "search ended", resumed, final)
     _write_reports(cfg, run_dir, tree, summary)
+    if cfg.run.push_to_hub:  # after the card; a failure is recorded in summary.json, never raised
+        summary = record_push(run_dir, summary, push_best(run_dir, cfg.run.push_to_hub,
+                                                          hub_token(cfg.run.hub_token_env), cfg.run.hub_private))
+    if store.remote:  # the results, where the cluster (and a later --resume) can find them
+        store.mirror_run_files(run_dir)
+        if (run_dir / "best").is_dir():
+            store.upload_dir(run_dir / "best", "best")
+        log.info("results mirrored to %s", store.display())
     log.info("leaderboard (dev %s):\n%s", task.metric, leaderboard(tree, task.metric, task.higher_is_better))
     log.info("summary: %s", json.dumps({k: summary[k] for k in ("base_score", "best_score", "best_node", "trials", "failed_trials", "wall_seconds")}))
     return summary
@@ -214,7 +245,10 @@ def _copy_best(run_dir: Path, tree: dict[str, Any]) -> None:
     best_dir = run_dir / "best"
     if best is not None and best["artifacts"].get("model"):
         shutil.rmtree(best_dir, ignore_errors=True)
-        shutil.copytree(best["artifacts"]["model"], best_dir)
+        src = fetch(best["artifacts"]["model"], best_dir)  # downloads straight into best/ when remote
+        if src.resolve() != best_dir.resolve():
+            shutil.copytree(src, best_dir)
+        (best_dir / ".trex_fetched").unlink(missing_ok=True)
 
 
 def _final_evaluation(cfg: Config, context: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:

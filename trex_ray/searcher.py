@@ -97,6 +97,9 @@ class TreeSearcher(Searcher):
             ray.get(self.tree_state.fail.remote(node_id, result["error"]))
         else:
             ray.get(self.tree_state.fail.remote(node_id, f"trial ended without a result (last phase: {phase})"))
+        # Diagnosis and insights run on the Researcher actor, which records them on the
+        # TreeState itself: fired and forgotten, so trial scheduling never waits on an LLM.
+        self.researcher.after_trial.remote(node_id, (result or {}).get("bad_cases"), self.tree_state)
         self.on_event("finished", {"node_id": node_id, **(result or {})})
 
     # The ledger is the run's durable state; Tune's experiment checkpoints need nothing more.

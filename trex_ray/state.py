@@ -35,8 +35,10 @@ class SearchState:
         seed: int = 0,
         live_report: bool = False,
         fit_check: dict[str, Any] | None = None,
+        storage: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.storage = storage  # remote storage the views and ledger are mirrored to (storage.py)
         self._views_written_at, self._views_cost = 0.0, 0.0
         # {"dims": ModelDims fields, "resources": default TrialResources, "gpu_memory_gb": float}
         self.fit_check = fit_check
@@ -57,6 +59,8 @@ class SearchState:
             self._record({"type": "run_started", "task": task.id, "max_trials": max_trials})
         self._next_id = 1 + max((int(n[1:]) for n in self.tree.nodes), default=-1)
         self.expanding: str | None = None
+        self.closed = False  # after close(): late diagnoses and insights are dropped
+        self._insights_asked = 0  # finished trials when insights were last asked for (not durable)
 
     # ------------------------------------------------------------------ ledger-first changes
     def _record(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +161,12 @@ class SearchState:
         self._record({"type": "expansion_failed", "node_id": parent_id, "cause": cause[:2000]})
 
     def finish(self, node_id: str, outcome: dict[str, Any]) -> None:
+        if outcome.get("bad_cases"):
+            # the rule-based diagnosis, so every run has one; recorded before the node ends so
+            # that the views written at its end show it (an LLM diagnosis may replace it later)
+            from trex_ray.diagnosis import rule_diagnosis
+
+            self.record_diagnosis(node_id, rule_diagnosis(outcome["bad_cases"]), refresh=False)
         self._record({"type": "node_finished", "node_id": node_id, "score": outcome["score"],
                       "metrics": outcome["metrics"], "cost": outcome.get("cost"),
                       "artifacts": outcome.get("artifacts"), "recipe_stats": outcome.get("recipe_stats")})
@@ -164,6 +174,46 @@ class SearchState:
     def fail(self, node_id: str, cause: str, cost: dict[str, Any] | None = None) -> None:
         if self.tree.nodes[node_id].is_pending:
             self._record({"type": "node_failed", "node_id": node_id, "cause": cause[:4000], "cost": cost})
+
+    # ------------------------------------------------------------------ diagnoses and insights
+    def diagnosis_request(self, node_id: str) -> dict[str, Any] | None:
+        """What the Researcher needs to diagnose a finished node: the task and the node's summary."""
+        node = self.tree.nodes.get(node_id)
+        return None if node is None or self.closed else {"task": self.task, "node": node.summary()}
+
+    def record_diagnosis(self, node_id: str, detail: dict[str, Any], refresh: bool = True) -> None:
+        """Store a node's diagnosis (``diagnosis.py``) as a ``node_diagnosed`` event carrying the
+        structured detail and its short text. Dropped after ``close`` or for an unknown node."""
+        from trex_ray.diagnosis import describe
+
+        if self.closed or node_id not in self.tree.nodes:
+            log.info("dropping a late diagnosis of %s", node_id)
+            return
+        self._record({"type": "node_diagnosed", "node_id": node_id, "diagnosis": describe(detail), "detail": detail})
+        if refresh:
+            self.refresh_views()
+
+    def finished_trials(self) -> int:
+        return sum(1 for n in self.tree.nodes.values() if n.id != ROOT_ID and n.status in ("succeeded", "failed"))
+
+    def insights_request(self, every: int) -> dict[str, Any] | None:
+        """The tree memory to distill insights from when ``every`` more trials finished since the
+        last distillation (asked for or recorded), else None."""
+        done = self.finished_trials()
+        if every <= 0 or self.closed or done - max(self.tree.insights_after, self._insights_asked) < every:
+            return None
+        from trex_ray.diagnosis import insight_memory
+
+        self._insights_asked = done
+        return {"after_trials": done, "memory": insight_memory(self.tree)}
+
+    def record_insights(self, out: dict[str, Any]) -> None:
+        """Store distilled insights (``Diagnostician.distill``) as an ``insights_distilled`` event."""
+        if self.closed:
+            return
+        self._record({"type": "insights_distilled", "after_trials": int(out["after_trials"]),
+                      "insights": out["insights"], "usage": out.get("usage")})
+        self.refresh_views()
 
     def close(self, reason: str) -> dict[str, Any]:
         """End the run: planned nodes that will not run are pruned (kept in the tree as ideas);
@@ -174,6 +224,7 @@ class SearchState:
             self._record({"type": "node_pruned", "node_id": node.id, "reason": reason})
         self._record({"type": "run_finished", "reason": reason})
         self.write_tree()
+        self.closed = True
         self.ledger.close()
         return self.snapshot()
 
@@ -195,6 +246,10 @@ class SearchState:
         tmp = self.run_dir / "tree.json.tmp"
         tmp.write_text(json.dumps(self.snapshot(), indent=1, default=str), encoding="utf-8")
         os.replace(tmp, self.run_dir / "tree.json")
+        if self.storage:
+            from trex_ray.storage import RunStorage
+
+            RunStorage(self.storage).mirror_run_files(self.run_dir)
         if self.live_report:
             try:
                 from trex_ray.report import write_report

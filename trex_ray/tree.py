@@ -40,7 +40,8 @@ class Node:
     score: float | None = None
     reward: float | None = None  # (score - base score) / metric range, sign so that higher is better
     failure: str | None = None
-    diagnosis: str | None = None
+    diagnosis: str | None = None  # short text: what went wrong on dev (see diagnosis.py)
+    diagnosis_detail: dict[str, Any] | None = None  # its structured form: categories, shares, directions
     cost: Cost = field(default_factory=Cost)
     artifacts: dict[str, str] = field(default_factory=dict)
     recipe_stats: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +107,8 @@ class Tree:
         self.fingerprints: dict[str, str] = {}  # plan fingerprint -> first node that ran it
         self.root_id: str | None = None
         self.last_seq = 0
+        self.insights: list[dict[str, Any]] = []  # the latest distilled insights (diagnosis.py)
+        self.insights_after = 0  # finished trials they were distilled after
 
     # ------------------------------------------------------------------ events
     def apply(self, ev: dict[str, Any]) -> None:
@@ -153,7 +156,10 @@ class Tree:
             node = self._finish(self.nodes[ev["node_id"]], "pruned", ev, ts)
             node.failure = ev.get("reason")
         elif kind == "node_diagnosed":
-            self.nodes[ev["node_id"]].diagnosis = ev["diagnosis"]
+            node = self.nodes[ev["node_id"]]
+            node.diagnosis, node.diagnosis_detail = ev["diagnosis"], ev.get("detail")
+        elif kind == "insights_distilled":
+            self.insights, self.insights_after = list(ev["insights"]), int(ev.get("after_trials", 0))
         # run_* and other informational events leave the tree unchanged
 
     @classmethod
@@ -304,6 +310,7 @@ class Tree:
             "key_nodes": [n.summary() for n in key],
             "base_score": self.base_score,
             "best_score": (b.score if (b := self.best()) else None),
+            "insights": list(self.insights),
             # fingerprints of every plan in the tree, so no experiment is proposed twice
             "tried": list(self.fingerprints),
         }
@@ -313,5 +320,6 @@ class Tree:
             "root": self.root_id,
             "base_score": self.base_score,
             "best": (b.id if (b := self.best()) else None),
+            "insights": {"after_trials": self.insights_after, "items": list(self.insights)},
             "nodes": [n.to_dict() for n in self.nodes.values()],
         }

@@ -18,10 +18,10 @@ import datasets
 import pyarrow as pa
 
 from ftbench.task import Task, TaskDataError
-from trex_ray.recipes import dedup, transforms
+from trex_ray.recipes import dedup, language, synth, transforms
 from trex_ray.recipes.cache import CACHE_VERSION, StepCache, chain_key
 from trex_ray.recipes.dedup import Decontaminator, decontaminate  # noqa: F401  (re-exported)
-from trex_ray.recipes.ops import ConcatOp, FormatOp, LoadOp, MixOp, Recipe
+from trex_ray.recipes.ops import ConcatOp, FormatOp, LoadOp, MixOp, Recipe, SynthesizeOp
 from trex_ray.recipes.sources import (
     RecipeError, concat, load_source, mix, source_fingerprint, task_fingerprint,
 )
@@ -38,6 +38,7 @@ ROW_OPS: dict[str, Callable[..., transforms.Result]] = {
     "filter_regex": transforms.filter_regex,
     "filter_labels": transforms.filter_labels,
     "filter_quality": transforms.filter_quality,
+    "filter_language": language.filter_language,
     "drop_empty": transforms.drop_empty,
     "dedup_exact": dedup.dedup_exact,
     "dedup_near": dedup.dedup_near,
@@ -46,9 +47,12 @@ ROW_OPS: dict[str, Callable[..., transforms.Result]] = {
 }
 
 
-def step_keys(recipe: Recipe, task: Task, paths: dict, limit: int | None) -> list[str]:
+def step_keys(recipe: Recipe, task: Task, paths: dict, limit: int | None,
+              llm: dict[str, Any] | None = None) -> list[str]:
     """Cache key of each step's output: a hash chain over the steps, seeded with what each
-    source's files look like (size and time), so a key is known without reading any data."""
+    source's files look like (size and time), so a key is known without reading any data.
+    A synthesize step's key also holds the LLM's model and sampling settings (never its URL
+    or key)."""
     keys, key = [], CACHE_VERSION
     for step in recipe.steps:
         extra: list[Any] = []
@@ -59,6 +63,8 @@ def step_keys(recipe: Recipe, task: Task, paths: dict, limit: int | None) -> lis
         elif isinstance(step, FormatOp):  # decontamination runs here and reads dev/test
             extra = [recipe.decontaminate, recipe.decontaminate_ngram,
                      task_fingerprint(task, paths) if recipe.decontaminate else None]
+        elif isinstance(step, SynthesizeOp):
+            extra = synth.llm_cache_identity(llm)
         key = chain_key(key, step.model_dump(mode="json"), extra)
         keys.append(key)
     return keys
@@ -71,17 +77,20 @@ def _label_counts(ds: datasets.Dataset) -> dict[str, int]:
 
 def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
                  cache_dir: str | os.PathLike | None = None, *, num_proc: int = 1,
-                 limit: int | None = None) -> tuple[datasets.Dataset, dict[str, Any]]:
+                 limit: int | None = None, llm: dict[str, Any] | None = None
+                 ) -> tuple[datasets.Dataset, dict[str, Any]]:
     """(dataset of prompt/completion rows, statistics). Raises RecipeError naming the step.
 
     ``cache_dir``: where step outputs are cached (none when None). ``num_proc``: worker
     processes for map/filter on large inputs. ``limit``: read only the first rows of each source
-    (the dry run); such builds are never cached.
+    (the dry run); such builds are never cached, and their synthesize steps are validated
+    without calling the LLM. ``llm``: the run's ``[llm]`` config (LLMConfig fields), which
+    synthesize steps use; None: a synthesize step fails (dry runs aside).
     """
     t0 = time.time()
     paths = paths or {}
     cache = StepCache(cache_dir) if cache_dir is not None and limit is None else None
-    keys = step_keys(recipe, task, paths, limit) if cache else []
+    keys = step_keys(recipe, task, paths, limit, llm) if cache else []
     stats: dict[str, Any] = {"steps": []}
     ds: datasets.Dataset | None = None
     start = 0
@@ -99,7 +108,7 @@ def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
         rows_in = 0 if ds is None else len(ds)
         par = num_proc if num_proc > 1 and rows_in >= PARALLEL_MIN_ROWS else None
         try:
-            ds, extra = _run_step(step, ds, recipe, task, paths, where, par, limit, stats)
+            ds, extra = _run_step(step, ds, recipe, task, paths, where, par, limit, stats, llm)
         except RecipeError:
             raise
         except TaskDataError as e:
@@ -130,7 +139,7 @@ def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
 
 def _run_step(step: Any, ds: datasets.Dataset | None, recipe: Recipe, task: Task, paths: dict,
               where: str, num_proc: int | None, limit: int | None,
-              stats: dict[str, Any]) -> transforms.Result:
+              stats: dict[str, Any], llm: dict[str, Any] | None = None) -> transforms.Result:
     if isinstance(step, LoadOp):
         return load_source(step, task, paths, where, limit, stats), {}
     if isinstance(step, MixOp):
@@ -149,5 +158,7 @@ def _run_step(step: Any, ds: datasets.Dataset | None, recipe: Recipe, task: Task
                 raise RecipeError(f"{where}: decontamination removed every row (all overlap dev/test)")
         out, _ = transforms.format_rows(ds, step, where, num_proc)
         return out, extra
+    if isinstance(step, SynthesizeOp):
+        return synth.synthesize(ds, step, where, llm, dry_run=limit is not None)
     return ROW_OPS[step.op](ds, step, where, num_proc)
 

@@ -39,17 +39,29 @@ class StepCache:
     """Step outputs under ``root`` as ``<key>.parquet``, each carrying the statistics so far."""
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+        # A local folder, or a URI on the run's object storage (s3://, gs://): then every node
+        # of the cluster shares the cache. One PUT is atomic there, so no rename is needed.
+        from trex_ray.storage import RunStorage, is_remote
+
+        self.store = RunStorage(root) if is_remote(root) else None
+        self.root = Path(root) if self.store is None else None
 
     def _path(self, key: str) -> Path:
+        assert self.root is not None
         return self.root / f"{key}.parquet"
 
     def get(self, key: str) -> tuple[datasets.Dataset, dict[str, Any]] | None:
-        p = self._path(key)
-        if not p.is_file():
-            return None
+        if self.store is not None:
+            if not self.store.exists(f"{key}.parquet"):
+                return None
+            p = Path(f"{key}.parquet")  # for the message below
+        else:
+            p = self._path(key)
+            if not p.is_file():
+                return None
         try:
-            table = pq.read_table(p)
+            table = (pq.read_table(self.store.path(p.name), filesystem=self.store.fs) if self.store is not None
+                     else pq.read_table(p))
             stats = json.loads((table.schema.metadata or {})[_META])
         except (OSError, KeyError, ValueError, pa.ArrowException) as e:
             log.warning("recipe cache entry %s unreadable (%s); rebuilding it", p.name, e)
@@ -62,6 +74,14 @@ class StepCache:
         table = ds.with_format("arrow")[:]
         meta = dict(table.schema.metadata or {})
         meta[_META] = json.dumps(stats, default=str).encode()
+        if self.store is not None:
+            try:
+                pq.write_table(table.replace_schema_metadata(meta), self.store.path(f"{key}.parquet"),
+                               filesystem=self.store.fs)
+            except (OSError, pa.ArrowException) as e:
+                log.warning("could not write recipe cache entry %s: %s", key[:16], e)
+            return
+        assert self.root is not None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key[:16]}.", suffix=".tmp")

@@ -4,6 +4,10 @@
 file holds a plan (with a ``recipe``) or a bare recipe (with ``steps``), as YAML or JSON. Prints
 one summary line and exits 0, or one error line and exits 2, so it is usable from scripts and by
 an LLM Researcher before a trial spends GPU time on a recipe that cannot build.
+
+A ``synthesize`` step is validated only (its columns, their types and the label set), never run:
+a dry run must not spend LLM calls nor need the run's endpoint, and a handful of rows from a
+model says little about the step anyway. Its rows pass through unchanged.
 """
 
 from __future__ import annotations

