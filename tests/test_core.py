@@ -279,3 +279,21 @@ def test_no_experiment_is_proposed_twice_anywhere_in_the_tree():
     assert set(tree.memory("n1")["tried"]) >= tried
     plans = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n1"), 4, DEFAULTS))
     assert plans and not {p.fingerprint() for p in plans} & tried
+
+
+def test_cached_views_follow_every_status_and_score_change():
+    """by_status and best are recomputed only after a change; every change must show at once."""
+    t = build([planned("n0", None), finished("n0", 0.5), planned("n1", "n0"), planned("n2", "n0")])
+    assert [n.id for n in t.by_status("planned")] == ["n1", "n2"] and t.best() is None
+    t.apply({"type": "expansion", "node_id": "n0"})  # no status change: the view may be reused
+    assert [n.id for n in t.by_status("planned")] == ["n1", "n2"]
+    t.apply({"type": "node_started", "node_id": "n1", "trial_id": "a"})
+    assert [n.id for n in t.by_status("planned")] == ["n2"] and [n.id for n in t.by_status("running")] == ["n1"]
+    t.apply(finished("n1", 0.6))
+    assert t.best().id == "n1" and [n.id for n in t.by_status("running")] == []
+    t.apply({"type": "node_started", "node_id": "n2", "trial_id": "b"})
+    t.apply(finished("n2", 0.9))
+    assert t.best().id == "n2"
+    views = t.by_status("succeeded")
+    views.clear()  # callers get a copy: the cached view is not theirs to change
+    assert len(t.by_status("succeeded")) == 3

@@ -81,8 +81,7 @@ class SearchState:
     # ------------------------------------------------------------------ budget
     def trials_started(self) -> int:
         """Fine-tuning trials that have run or are running (the baseline is not counted)."""
-        return sum(1 for n in self.tree.nodes.values()
-                   if n.id != ROOT_ID and n.status in ("running", "succeeded", "failed"))
+        return sum(1 for n in self.tree.by_status("running", "succeeded", "failed") if n.id != ROOT_ID)
 
     def trials_left(self) -> int:
         planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID)

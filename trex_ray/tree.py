@@ -109,11 +109,17 @@ class Tree:
         self.last_seq = 0
         self.insights: list[dict[str, Any]] = []  # the latest distilled insights (diagnosis.py)
         self.insights_after = 0  # finished trials they were distilled after
+        # Derived views (nodes by status, the best node) are recomputed only after the tree
+        # changed: a scan of 10k nodes costs milliseconds, and one decision asks several times.
+        self._version = 0
+        self._views: dict[Any, tuple[int, Any]] = {}
 
     # ------------------------------------------------------------------ events
     def apply(self, ev: dict[str, Any]) -> None:
         """Apply one ledger event. Deterministic: the same events give the same tree."""
         kind, ts = ev["type"], ev.get("ts")
+        if kind.startswith("node_") and kind != "node_diagnosed":  # statuses or scores change
+            self._version += 1
         self.last_seq = max(self.last_seq, int(ev.get("seq", 0)))
         if kind == "node_planned":
             parent = self.nodes.get(ev["parent_id"]) if ev["parent_id"] else None
@@ -224,10 +230,20 @@ class Tree:
     def children(self, node: Node) -> list[Node]:
         return [self.nodes[c] for c in node.children]
 
+    def _view(self, key: Any, compute: Any) -> Any:
+        hit = self._views.get(key)
+        if hit is None or hit[0] != self._version:
+            hit = (self._version, compute())
+            self._views[key] = hit
+        return hit[1]
+
     def by_status(self, *status: str) -> list[Node]:
-        return [n for n in self.nodes.values() if n.status in status]
+        return list(self._view(("status", status), lambda: [n for n in self.nodes.values() if n.status in status]))
 
     def best(self, trained_only: bool = True) -> Node | None:
+        return self._view(("best", trained_only), lambda: self._best(trained_only))
+
+    def _best(self, trained_only: bool) -> Node | None:
         done = [n for n in self.by_status("succeeded") if not (trained_only and n.id == self.root_id)]
         if not done:
             return None
