@@ -255,6 +255,23 @@ def test_builtin_policy_root_expansion_spans_directions():
     assert len({p.model_dump_json(exclude={"rationale", "direction"}) for p in plans}) == 4
 
 
+def test_builtin_policy_widens_to_a_grid_when_asked_for_many():
+    """A wide cluster asks for many plans at once: past the rules' own variants the policy offers
+    a learning-rate x LoRA-rank grid around the node, all distinct and within the plan bounds;
+    the first batch is what a small request gets."""
+    tree = build([planned("n0", None), finished("n0", 0.5)])
+    small = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 4, DEFAULTS))
+    wide = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 64, DEFAULTS))
+    assert wide[:4] == small and len(wide) >= 20
+    assert len({p.fingerprint() for p in wide}) == len(wide)
+    grid = [p for p in wide if p.rationale.startswith("Grid around the node")]
+    assert len(grid) >= 10
+    lrs = {p.training.learning_rate for p in grid}
+    ranks = {p.training.lora_r for p in grid}
+    assert min(lrs) < DEFAULTS["learning_rate"] < max(lrs) and max(lrs) <= 1e-2
+    assert {8, 16, 32, 64} <= ranks and all(p.training.lora_alpha == 2 * p.training.lora_r for p in grid)
+
+
 def test_builtin_policy_follows_what_helped():
     lr_up = plan_dict(learning_rate=2.5e-4)
     evs = [planned("n0", None), finished("n0", 0.5), planned("n1", "n0", plan_dict(learning_rate=1e-4)),

@@ -8,6 +8,8 @@ resumable and testable.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,6 +125,10 @@ class BuiltinPolicy:
         order = sorted(PREFERENCE, key=lambda x: (-gains.get(x, 0.0), x in gains, PREFERENCE.index(x)))
         for direction in order:
             candidates += self._variants(direction, base, task, d, gains.get(direction))
+        # Only reached when asked for more than the rules above offer (a wide cluster expanding
+        # the same node again): a coarse learning-rate x LoRA-rank grid around the node, the
+        # sweep a practitioner starts with when GPUs are plentiful.
+        candidates += _grid(base)
         out: list[Plan] = []
         for plan in candidates:
             key = plan.fingerprint()
@@ -165,6 +171,27 @@ class BuiltinPolicy:
             alt = fmt[: -len(ANSWER_SUFFIX)] if fmt.endswith(ANSWER_SUFFIX) else fmt + ANSWER_SUFFIX
             return [_with(p, direction, "Prompt asks for the bare answer; format errors cost score.", prompt=alt)]
         return []
+
+
+def _grid(p: Plan) -> list[Plan]:
+    """Learning rate x {1/5, 1/2.5, 2.5, 5} crossed with LoRA rank x {1/2, 1, 2, 4} (LoRA), or the
+    learning rates alone (full fine-tuning), nearest to the node first; within the plan bounds."""
+    t = p.training
+    assert t is not None
+    lr_cap = 1e-2 if t.method == "lora" else 2e-4
+    lrs = sorted({min(t.learning_rate * f, lr_cap) for f in (1 / 2.5, 2.5, 1 / 5, 5)} - {t.learning_rate},
+                 key=lambda x: abs(math.log(x / t.learning_rate)))
+    ranks = [t.lora_r] + [r for r in (t.lora_r // 2, t.lora_r * 2, t.lora_r * 4) if 1 <= r <= 1024 and r != t.lora_r]
+    if t.method != "lora":
+        ranks = [t.lora_r]
+    out = []
+    for r in ranks:
+        for lr in lrs:
+            what = f"learning rate {lr:g}" + (f", LoRA rank {r}" if r != t.lora_r else "")
+            out.append(_with(p, "hyperparameters", f"Grid around the node: {what}.",
+                             training={"learning_rate": lr, "lora_r": r, "lora_alpha": 2 * r}
+                             if t.method == "lora" else {"learning_rate": lr}))
+    return out
 
 
 def _cleaner(p: Plan, task: TaskSpec) -> list[Plan]:
