@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from trex_ray.config import ConfigError, load_config, options_help
 
@@ -62,3 +64,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {push_message(summary['run_dir'], push)}", file=sys.stderr)
         return 1
     return 0 if summary["base_score"] is not None else 1
+
+
+def push_main(argv: list[str] | None = None) -> int:
+    """``python -m trex_ray.export RUN_DIR --push-to-hub REPO``: push a finished run's best/.
+    Exit 2: bad input (one line); exit 1: the upload failed (recorded in summary.json)."""
+    parser = argparse.ArgumentParser(prog="python -m trex_ray.export", description=push_main.__doc__)
+    parser.add_argument("run_dir", help="a finished TREX-Ray run directory")
+    parser.add_argument("--push-to-hub", required=True, metavar="REPO", help="Hub model repo, user/name")
+    parser.add_argument("--public", action="store_true", help="create the repo public (default: run.hub_private)")
+    args = parser.parse_args(argv)
+    from trex_ray.export import check_push, hub_token, push_best, push_message, record_push
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
+    run_dir = Path(args.run_dir).expanduser().resolve()
+    try:
+        if not (run_dir / "summary.json").is_file() or not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a finished TREX-Ray run (no summary.json and config.yaml)")
+        if not (run_dir / "best").is_dir():
+            raise ConfigError(f"{run_dir} has no exported best model (best/): nothing to push")
+        cfg = load_config(run_dir / "config.yaml")
+        check_push(args.push_to_hub, cfg.run.hub_token_env)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    status = push_best(run_dir, args.push_to_hub, hub_token(cfg.run.hub_token_env),
+                       private=cfg.run.hub_private and not args.public)
+    record_push(run_dir, json.loads((run_dir / "summary.json").read_text()), status)
+    if status["status"] != "pushed":
+        print(f"error: {push_message(run_dir, status)}", file=sys.stderr)
+        return 1
+    print(status["commit_url"])
+    return 0

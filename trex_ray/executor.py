@@ -7,7 +7,6 @@ which is also how the orchestration overhead is measured (same function, with an
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

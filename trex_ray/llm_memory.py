@@ -123,7 +123,7 @@ def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_t
         ]
         if any(dropped.values()):
             parts.append("OMITTED FOR LENGTH " + json.dumps({k: v for k, v in dropped.items() if v}))
-        return f"{OPEN}\n{_neutralise(chr(10).join(parts))}\n{CLOSE}"
+        return fence("\n".join(parts))
 
     text = render()
     while estimate_tokens(text) > max_tokens:

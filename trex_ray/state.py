@@ -193,7 +193,7 @@ class SearchState:
             self.refresh_views()
 
     def finished_trials(self) -> int:
-        return sum(1 for n in self.tree.nodes.values() if n.id != ROOT_ID and n.status in ("succeeded", "failed"))
+        return sum(1 for n in self.tree.by_status("succeeded", "failed") if n.id != ROOT_ID)
 
     def insights_request(self, every: int) -> dict[str, Any] | None:
         """The tree memory to distill insights from when ``every`` more trials finished since the
