@@ -186,12 +186,12 @@ def check_storage(storage: str | None) -> None:
     scheme = urlsplit(storage).scheme
     if scheme and scheme not in REMOTE_SCHEMES and scheme != "file" and len(scheme) > 1:
         raise ConfigError(f"run.storage {storage!r}: unsupported scheme {scheme}:// (use a path, s3:// or gs://)")
+    shown = storage.split("?")[0]  # query options name endpoints; keep them out of messages
     try:
         store = RunStorage(storage)
         store.write_bytes(".trex_ray_probe", b"ok")
         store.fs.delete_file(store.path(".trex_ray_probe"))
     except Exception as e:  # noqa: BLE001 - pyarrow raises OSError, ValueError, ArrowInvalid...
-        shown = store.display() if "store" in locals() else storage.split("?")[0]
         raise ConfigError(f"run.storage {shown} is not writable from this machine: {str(e).splitlines()[0][:300]}") from None
 
 
