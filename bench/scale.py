@@ -21,6 +21,7 @@ def sleep_trial(config: dict) -> None:
     import psutil
     from ray import tune
 
+    entered, cpu_at_entry = time.time(), sum(psutil.Process().cpu_times()[:2])
     jitter = int(hashlib.sha256(config["node_id"].encode()).hexdigest(), 16) % 21 - 10
     seconds = config["seconds"] * (1 + jitter / 100)
     t0 = time.time()
@@ -29,7 +30,60 @@ def sleep_trial(config: dict) -> None:
                "cost": {"wall_seconds": time.time() - t0}, "artifacts": {}, "recipe_stats": {}}
     tune.report({"node_id": config["node_id"], "phase": "done", "score": outcome["score"],
                  "outcome": json.dumps(outcome), "rss_mb": psutil.Process().memory_info().rss / 2**20,
-                 "busy_from": t0, "busy_to": time.time()})
+                 "busy_from": t0, "busy_to": time.time(), "entered": entered, "pid": os.getpid(), "cpu_at_entry": cpu_at_entry,
+                 "process_started": psutil.Process().create_time()})
+
+
+def print_slot_figures(trials: list[dict], slots: int) -> None:
+    """Busy slot time over three spans: the whole run (from the first fine-tuning trial's start to
+    the last one's end; the baseline runs alone before it), the fill (until every slot has started
+    a trial), the middle (fill to the last trial's start: what the orchestration sustains) and
+    the drain (no trial left to start, slots empty as the last ones end)."""
+    first = min(r["busy_from"] for r in trials)
+    end = max(r["busy_to"] for r in trials)
+    starts = sorted(r["busy_from"] for r in trials)
+    filled, last_start = starts[min(slots, len(starts)) - 1], starts[-1]
+
+    def busy(lo: float, hi: float) -> float:
+        inside = sum(max(0.0, min(r["busy_to"], hi) - max(r["busy_from"], lo)) for r in trials)
+        return inside / (slots * (hi - lo)) if hi > lo else float("nan")
+
+    print(f"slot time busy     {busy(first, end):.1%} over {end - first:.0f} s, first trial's start to last one's end")
+    print(f"  fill             {busy(first, filled):.1%} over {filled - first:.0f} s, until all {slots} slots had started a trial")
+    print(f"  middle           {busy(filled, last_start):.1%} over {last_start - filled:.0f} s, until the last trial's start")
+    print(f"  drain            {busy(last_start, end):.1%} over {end - last_start:.0f} s, the last trials ending")
+    print(f"trials per minute  {len(trials) / ((end - first) / 60):.1f}")
+
+
+def _read_ledger(run_dir: str) -> list[dict]:
+    from trex_ray.ledger import read_events
+
+    return list(read_events(os.path.join(run_dir, "events.jsonl")))
+
+
+def _startup_breakdown(run_dir: str, trials: list[dict]) -> None:
+    """Where a slot's idle time goes, per trial: the searcher hands the node out (ledger
+    ``node_started``) -> the trial's process exists -> Tune calls the trainable -> it works.
+    A process that ran an earlier trial (``run.reuse_actors``) has no start-up of its own: its
+    idle time is from the previous trial's end to this one's call."""
+    from statistics import median
+
+    handed = {e["node_id"]: e["ts"] for e in _read_ledger(run_dir) if e["type"] == "node_started"}
+    fresh, reused, by_pid = [], [], {}
+    for r in sorted(trials, key=lambda r: r["entered"]):
+        prev = by_pid.get(r["pid"])
+        if prev is None:
+            fresh.append((r["process_started"] - handed[r["node_id"]], r["entered"] - r["process_started"], r["cpu_at_entry"]))
+        else:
+            reused.append((r["entered"] - prev["busy_to"], r["entered"] - handed[r["node_id"]]))
+        by_pid[r["pid"]] = r
+    if fresh:
+        print(f"new processes      {len(fresh)}: median {median(f[0] for f in fresh):.1f} s handout -> process, "
+              f"{median(f[1] for f in fresh):.1f} s process -> trainable called "
+              f"({median(f[2] for f in fresh):.1f} CPU-s of its own by then)")
+    if reused:
+        print(f"reused processes   {len(reused)} trials: median {median(a for a, _ in reused):.1f} s previous trial's end "
+              f"-> next called ({median(b for _, b in reused):.1f} s after its handout)")
 
 
 def main() -> None:
@@ -40,11 +94,18 @@ def main() -> None:
     ap.add_argument("--trial-seconds", type=float, default=30.0)
     ap.add_argument("--reuse-actors", action="store_true", help="keep trial processes between trials")
     ap.add_argument("--prefetch", type=int, default=0, help="search.prefetch_trials: trials queued beyond the slots")
+    ap.add_argument("--save", help="write the trials' timings (JSON) here, for a closer look")
     ap.add_argument("--node-cpus", type=int, default=1, help="CPUs each simulated node declares")
     ap.add_argument("--children", type=int, default=8, help="plans per expansion")
     ap.add_argument("--max-expansions", type=int, default=8,
                     help="expansions per node: with children, what the tree can offer before results come back")
+    ap.add_argument("--from-json", help="print the figures of a run saved with --save, without running one")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        print_slot_figures(saved["trials"], saved["slots"])
+        return
 
     import psutil
     import ray
@@ -96,23 +157,13 @@ def main() -> None:
     wall = time.time() - t0
     results = [r.metrics for r in grid if r.metrics and r.metrics.get("phase") == "done"]
     trials = [r for r in results if r["node_id"] != "n0"]
-    start = min(r["busy_from"] for r in results)
-    end = max(r["busy_to"] for r in results)
-    busy = sum(r["busy_to"] - r["busy_from"] for r in trials)
-    # steady state: from the first trained trial's start to the last trial's end
-    first = min(r["busy_from"] for r in trials)
     print(f"cluster            {args.nodes} nodes x {args.gpus} GPUs = {slots} slots; trials of ~{args.trial_seconds:.0f} s")
-    print(f"trials             {len(trials)} (+ baseline) in {wall:.0f} s (Tune wall), {end - start:.0f} s first start to last end")
-    print(f"slot time busy     {busy / (slots * (end - first)):.1%} (from the first trial's start to the last one's end)")
-    # the same without the first and last trial length: filling the cluster and the final drain
-    lo, hi = first + args.trial_seconds, end - args.trial_seconds
-    if hi > lo:
-        inner = sum(max(0.0, min(r["busy_to"], hi) - max(r["busy_from"], lo)) for r in trials)
-        print(f"  steady state     {inner / (slots * (hi - lo)):.1%} (without the first and the last {args.trial_seconds:.0f} s)")
-    starts = sorted(r["busy_from"] for r in trials)
-    full = starts[min(slots, len(starts)) - 1] - first
-    print(f"cluster filled in  {full:.1f} s (first {min(slots, len(starts))} trials started)")
-    print(f"trials per minute  {len(trials) / ((end - first) / 60):.1f}")
+    print(f"trials             {len(trials)} (+ baseline) in {wall:.0f} s (Tune wall)")
+    print_slot_figures(trials, slots)
+    _startup_breakdown(run_dir, trials)
+    if args.save:
+        with open(args.save, "w") as f:
+            json.dump({"slots": slots, "trials": trials, "events": _read_ledger(run_dir)}, f)
     print(f"driver RSS         {psutil.Process().memory_info().rss / 2**20:.0f} MiB")
     print(f"per-trial RSS      {sum(r['rss_mb'] for r in trials) / len(trials):.0f} MiB (mean)")
     ray.shutdown()

@@ -257,12 +257,13 @@ def test_builtin_policy_root_expansion_spans_directions():
 
 def test_builtin_policy_widens_to_a_grid_when_asked_for_many():
     """A wide cluster asks for many plans at once: past the rules' own variants the policy offers
-    a learning-rate x LoRA-rank grid around the node, all distinct and within the plan bounds;
-    the first batch is what a small request gets."""
+    a grid around the node (learning rate x LoRA rank, then epochs and data), all distinct and
+    within the plan bounds, enough to fill a 64-slot cluster from the root; the first batch is
+    what a small request gets."""
     tree = build([planned("n0", None), finished("n0", 0.5)])
     small = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 4, DEFAULTS))
     wide = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 64, DEFAULTS))
-    assert wide[:4] == small and len(wide) >= 20
+    assert wide[:4] == small and len(wide) == 64
     assert len({p.fingerprint() for p in wide}) == len(wide)
     grid = [p for p in wide if p.rationale.startswith("Grid around the node")]
     assert len(grid) >= 10
@@ -270,6 +271,8 @@ def test_builtin_policy_widens_to_a_grid_when_asked_for_many():
     ranks = {p.training.lora_r for p in grid}
     assert min(lrs) < DEFAULTS["learning_rate"] < max(lrs) and max(lrs) <= 1e-2
     assert {8, 16, 32, 64} <= ranks and all(p.training.lora_alpha == 2 * p.training.lora_r for p in grid)
+    assert {p.training.num_epochs for p in grid} == {1.0, 2.0}
+    assert {p.recipe.sample_cap for p in grid} == {DEFAULTS["train_samples"], 2 * DEFAULTS["train_samples"]}
 
 
 def test_builtin_policy_follows_what_helped():

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trex_ray.executor import TrialContext, node_dir, publish_node
+from trex_ray.executor import TrialContext, node_dir, publish_node, warm_start_dir
 from trex_ray.plan import Plan, TrialResources
 from trex_ray.storage import RunStorage
 
@@ -78,11 +78,13 @@ def train_loop(config: dict[str, Any]) -> None:
         resume = str(Path(checkpoint.to_directory()) / "checkpoint")
         log.info("node %s rank %d resumes from %s", node_id, rank, resume)
     assert plan.training is not None
+    # a warm start: every rank loads the parent's model (each its own download from remote storage)
+    init = warm_start_dir(ctx, node_id, config.get("init_from"), f"-rank{rank}") if plan.training.warm_start else None
     steps = max(1, len(dataset) // (plan.training.batch_size * plan.training.grad_accum * res.num_workers))
     _, _, tr = fine_tune(
         plan.training, model_path, dataset, out, on_log, model_cfg.trust_remote_code,
         deepspeed=deepspeed_config(res.zero_stage, res.offload),
-        callbacks=[RayTrainReportCallback()], save_steps=max(1, steps // 2), resume_from=resume,
+        callbacks=[RayTrainReportCallback()], save_steps=max(1, steps // 2), resume_from=resume, init_from=init,
     )
     outcome: dict[str, Any] = {}
     if rank == 0:
@@ -126,9 +128,11 @@ def scaling_config(res: TrialResources):
                                resources_per_worker=per_worker, placement_strategy="PACK")
 
 
-def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResources, max_failures: int) -> dict[str, Any]:
+def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResources, max_failures: int,
+                    init_from: str | None = None) -> dict[str, Any]:
     """Train and evaluate ``plan`` on ``res.num_workers`` workers; returns the trial's outcome.
-    Progress and the final outcome reach Tune through ``TuneReportCallback``."""
+    Progress and the final outcome reach Tune through ``TuneReportCallback``. ``init_from``: the
+    parent's model a warm-start plan trains further (as in ``executor.execute``)."""
     from ray import train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -140,7 +144,7 @@ def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResou
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"context": ctx.to_dict(), "plan": plan.model_dump(mode="json"),
-                           "resources": res.model_dump(), "node_id": node_id},
+                           "resources": res.model_dump(), "node_id": node_id, "init_from": init_from},
         scaling_config=scaling_config(res),
         run_config=train.RunConfig(
             name=f"train-{node_id}", storage_path=store.path("train"),

@@ -16,7 +16,7 @@ from ftbench.evaluate import evaluate, load_model
 from ftbench.task import load_split
 from ftbench.tasks import get_task
 from trex_ray.plan import Plan
-from trex_ray.storage import RunStorage, scratch_dir
+from trex_ray.storage import RunStorage, fetch, is_remote, scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,20 @@ def publish_node(ctx: TrialContext, node_id: str, out: Path, artifacts: dict[str
     return published
 
 
-def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress | None = None) -> dict[str, Any]:
+def warm_start_dir(ctx: TrialContext, node_id: str, init_from: str | None, tag: str = "") -> str | None:
+    """A local folder holding the parent model a warm start begins from: the path itself, or a
+    download of a storage URI into this machine's scratch space (kept out of the node folder,
+    which is uploaded). ``tag`` keeps processes on one machine apart (ranks of one trial)."""
+    if not init_from or not is_remote(init_from):
+        return init_from
+    dest = scratch_dir(Path(ctx.run_dir).name, "warm_start", node_id + tag)
+    return str(fetch(init_from, dest))
+
+
+def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress | None = None,
+            init_from: str | None = None) -> dict[str, Any]:
     """Run ``plan`` and return its outcome: score, metrics, cost, artifacts, recipe statistics.
+    ``init_from`` is the parent's model (path or storage URI) a warm-start plan trains further.
 
     Exceptions propagate: they are the plan's own failures (bad data, out of memory, ...) and
     the caller records them on the node.
@@ -119,7 +131,8 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
 
         from trex_ray.train import fine_tune
 
-        model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust)
+        init = warm_start_dir(ctx, node_id, init_from) if plan.training.warm_start else None
+        model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init)
         cost.update(train_samples=tr.train_samples, train_tokens=tr.train_tokens)
         artifacts["model"] = tr.model_dir
         stats["train_loss"] = tr.train_loss

@@ -118,6 +118,15 @@ def llm_schema(model: type[BaseModel], max_items: int | None = None) -> dict[str
     return schema
 
 
+def _warm_start_rule(request: ExpansionRequest) -> str:
+    """The prompt's sentence on training.warm_start, for a trained node or the untrained root."""
+    if request.memory["node"]["plan"].get("training") is None:
+        return "warm_start must be false: the selected node is the untrained base model."
+    return ("warm_start true continues training from the selected node's trained weights (cheaper than "
+            "retraining; num_epochs then counts the extra epochs, a lower learning_rate suits it) and needs "
+            "the node's method, lora_r, lora_alpha and lora_target_modules unchanged; false trains from the base model.")
+
+
 def _step_ops() -> list[str]:
     """The recipe ops a plan may use, read from the plan schema (it grows with the recipe package)."""
     defs = Plan.model_json_schema().get("$defs", {})
@@ -328,7 +337,8 @@ class LLMResearcher:
             f"({{\"op\": \"format\", \"prompt\": ..., \"completion\": ...}}) whose templates use only {{column}} fields "
             f"from: {cols}; other step ops: {', '.join(_step_ops())}; subsample n <= {request.task.train_rows}. "
             "training: method lora|full, 0 < learning_rate <= 0.01, 0 < num_epochs <= 50, "
-            "batch_size 1-1024, lora_r 1-1024. Each plan must differ from the others and from the existing "
+            f"batch_size 1-1024, lora_r 1-1024. {_warm_start_rule(request)} "
+            "Each plan must differ from the others and from the existing "
             "children; state how in `differences` and in each plan's rationale. "
             'Reply as {"differences": "...", "plans": [...]}.'
         )

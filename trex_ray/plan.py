@@ -42,6 +42,10 @@ class TrainingConfig(_Strict):
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     weight_decay: float = Field(0.0, ge=0, le=1)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    # Start from the parent node's trained weights instead of the base model: its LoRA adapter,
+    # trained further (method lora), or its full weights (method full); num_epochs/max_steps then
+    # count the extra training. Needs a trained parent with the same method and LoRA shape.
+    warm_start: bool = False
 
     @field_validator("lora_target_modules")
     @classmethod
@@ -87,8 +91,13 @@ class Plan(_Strict):
 
     def fingerprint(self) -> str:
         """What the experiment is (data, training, resources), not why: two plans with the same
-        fingerprint are the same experiment, whatever their direction or rationale says."""
-        body = self.model_dump_json(exclude={"rationale", "direction"})
+        fingerprint are the same experiment, whatever their direction or rationale says.
+        A warm start is a different experiment than the same plan from scratch; a plan without
+        one keeps the fingerprint it had before the field existed."""
+        exclude: dict = {"rationale": True, "direction": True}
+        if self.training is not None and not self.training.warm_start:
+            exclude["training"] = {"warm_start"}
+        body = self.model_dump_json(exclude=exclude)
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def knobs(self) -> str:
@@ -101,6 +110,8 @@ class Plan(_Strict):
         if t.method == "lora":
             parts.append(f"r={t.lora_r}")
         parts.append(f"n={cap if cap is not None else 'all'}")
+        if t.warm_start:
+            parts.append("warm")
         return " ".join(parts)
 
 

@@ -87,6 +87,11 @@ def _with(plan: Plan, direction: str, rationale: str, *, training: dict | None =
             s = s.model_copy(update={"prompt": prompt})
         steps.append(s)
     t = plan.training.model_dump() | (training or {})  # type: ignore[union-attr]
+    # A child of a warm-started node continues from that node too, unless it changes the method
+    # or LoRA shape: then the node's weights cannot be loaded and it trains from scratch.
+    if t["warm_start"] and any(t[k] != getattr(plan.training, k)
+                               for k in ("method", "lora_r", "lora_alpha", "lora_target_modules")):
+        t["warm_start"] = False
     return Plan.model_validate({
         "direction": direction, "rationale": rationale,
         "recipe": plan.recipe.model_copy(update={"steps": steps}).model_dump(),
@@ -124,11 +129,12 @@ class BuiltinPolicy:
         # helpful directions first, untried ones next (in expert order), harmful ones last
         order = sorted(PREFERENCE, key=lambda x: (-gains.get(x, 0.0), x in gains, PREFERENCE.index(x)))
         for direction in order:
-            candidates += self._variants(direction, base, task, d, gains.get(direction))
+            candidates += self._variants(direction, base, task, d, gains.get(direction),
+                                         trained=node_plan.training is not None)
         # Only reached when asked for more than the rules above offer (a wide cluster expanding
-        # the same node again): a coarse learning-rate x LoRA-rank grid around the node, the
-        # sweep a practitioner starts with when GPUs are plentiful.
-        candidates += _grid(base)
+        # the same node again): a coarse grid around the node (learning rate x LoRA rank, then
+        # epochs and data), the sweep a practitioner starts with when GPUs are plentiful.
+        candidates += _grid(base, task, d)
         out: list[Plan] = []
         for plan in candidates:
             key = plan.fingerprint()
@@ -140,7 +146,10 @@ class BuiltinPolicy:
         rest = [p for p in out if p not in first]
         return (first + rest)[: request.n]
 
-    def _variants(self, direction: str, p: Plan, task: TaskSpec, d: dict, gain: float | None) -> list[Plan]:
+    def _variants(self, direction: str, p: Plan, task: TaskSpec, d: dict, gain: float | None,
+                  trained: bool = False) -> list[Plan]:
+        """Plans one ``direction`` away from ``p``; ``trained``: ``p`` is the node's own plan,
+        whose trained weights a child may start from (never the root's, the untrained model)."""
         t = p.training
         assert t is not None
         n = p.recipe.sample_cap or task.train_rows
@@ -149,11 +158,18 @@ class BuiltinPolicy:
             up = min(t.learning_rate * 2.5, 1e-2 if t.method == "lora" else 2e-4)
             down = t.learning_rate / 2.5
             first, second = (up, down) if gain is None or gain >= 0 else (down, up)
+            # continued training from the node's weights: cheaper than retraining, and depth in
+            # the tree then builds on what the node learned
+            warm = [_with(p, direction, f"Continue the parent's training for one more epoch from its weights, "
+                          f"at half its learning rate ({t.learning_rate:g} -> {t.learning_rate / 2:g}): "
+                          "continued training wants smaller steps than training from scratch.",
+                          training={"warm_start": True, "num_epochs": 1.0, "max_steps": -1,
+                                    "learning_rate": t.learning_rate / 2})] if trained else []
             return [
                 _with(p, direction, f"Learning rate {t.learning_rate:g} -> {first:g}.", training={"learning_rate": first}),
                 _with(p, direction, f"{t.num_epochs:g} -> {t.num_epochs + 1:g} epochs.", training={"num_epochs": t.num_epochs + 1}),
                 _with(p, direction, f"Learning rate {t.learning_rate:g} -> {second:g}.", training={"learning_rate": second}),
-            ]
+            ] + warm
         if direction == "more_data" and n < cap:
             return [_with(p, direction, f"Twice the training data ({n} -> {min(2 * n, cap)} rows).", n=min(2 * n, cap))]
         if direction == "method":
@@ -173,9 +189,11 @@ class BuiltinPolicy:
         return []
 
 
-def _grid(p: Plan) -> list[Plan]:
+def _grid(p: Plan, task: TaskSpec, d: dict) -> list[Plan]:
     """Learning rate x {1/5, 1/2.5, 2.5, 5} crossed with LoRA rank x {1/2, 1, 2, 4} (LoRA), or the
-    learning rates alone (full fine-tuning), nearest to the node first; within the plan bounds."""
+    learning rates alone (full fine-tuning); that plane first at the node's epochs and data, then
+    with one more epoch, then with twice the data, then both: nearest to the node first, within
+    the plan bounds. Up to 64 plans, so a 64-slot cluster is filled by the root's first round."""
     t = p.training
     assert t is not None
     lr_cap = 1e-2 if t.method == "lora" else 2e-4
@@ -184,13 +202,19 @@ def _grid(p: Plan) -> list[Plan]:
     ranks = [t.lora_r] + [r for r in (t.lora_r // 2, t.lora_r * 2, t.lora_r * 4) if 1 <= r <= 1024 and r != t.lora_r]
     if t.method != "lora":
         ranks = [t.lora_r]
+    n = p.recipe.sample_cap or task.train_rows
+    more = min(2 * n, d["max_train_samples"], task.train_rows)
+    planes = [(t.num_epochs, None), (t.num_epochs + 1, None)] + ([(t.num_epochs, more), (t.num_epochs + 1, more)] if more > n else [])
     out = []
-    for r in ranks:
-        for lr in lrs:
-            what = f"learning rate {lr:g}" + (f", LoRA rank {r}" if r != t.lora_r else "")
-            out.append(_with(p, "hyperparameters", f"Grid around the node: {what}.",
-                             training={"learning_rate": lr, "lora_r": r, "lora_alpha": 2 * r}
-                             if t.method == "lora" else {"learning_rate": lr}))
+    for epochs, rows in planes:
+        for r in ranks:
+            for lr in lrs:
+                what = f"learning rate {lr:g}" + (f", LoRA rank {r}" if r != t.lora_r else "")
+                what += f", {epochs:g} epochs" if epochs != t.num_epochs else ""
+                what += f", {rows} rows" if rows else ""
+                knobs = {"learning_rate": lr, "num_epochs": epochs}
+                knobs |= {"lora_r": r, "lora_alpha": 2 * r} if t.method == "lora" else {}
+                out.append(_with(p, "hyperparameters", f"Grid around the node: {what}.", training=knobs, n=rows))
     return out
 
 

@@ -51,7 +51,9 @@ class TreeSearcher(Searcher):
         if "node_id" in reply:
             self.live[trial_id] = reply["node_id"]
             self.on_event("started", reply)
-            return {"node_id": reply["node_id"], "plan": reply["plan"], "context": self.context}
+            # init_from: the parent's model a warm-start plan trains further (None: the base model)
+            return {"node_id": reply["node_id"], "plan": reply["plan"], "context": self.context,
+                    "init_from": reply.get("init_from")}
         if reply.get("done"):
             self.finished_reason = reply["reason"]
             return Searcher.FINISHED

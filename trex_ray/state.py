@@ -16,7 +16,7 @@ from typing import Any
 from trex_ray.ledger import LEDGER_NAME, Ledger, read_events
 from trex_ray.plan import Plan
 from trex_ray.policy import ExpansionRequest, TaskSpec, baseline_plan
-from trex_ray.tree import SearchParams, Tree
+from trex_ray.tree import Node, SearchParams, Tree
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class SearchState:
         budget_left = self.trials_started() < self.max_trials
         planned = [n for n in self.tree.by_status("planned") if n.id == ROOT_ID or budget_left]
         for node in sorted(planned, key=lambda n: int(n.id[1:])):
-            cause = self._does_not_fit(node.plan)
+            cause = self._does_not_fit(node.plan) or self._cannot_warm_start(node)
             if cause is None:
                 break
             # rejected before any accelerator time: a failed node the Researcher learns from
@@ -108,8 +108,12 @@ class SearchState:
         else:
             node = None
         if node is not None:
-            self._record({"type": "node_started", "node_id": node.id, "trial_id": trial_id})
-            return {"node_id": node.id, "plan": node.plan.model_dump(mode="json"), "parent_id": node.parent_id}
+            # derived from the tree at every handout, so a node requeued on resume gets it too
+            init_from = self._init_from(node)
+            self._record({"type": "node_started", "node_id": node.id, "trial_id": trial_id,
+                          **({"init_from": init_from} if init_from else {})})
+            return {"node_id": node.id, "plan": node.plan.model_dump(mode="json"), "parent_id": node.parent_id,
+                    "init_from": init_from}
         running = len(self.tree.by_status("running"))
         if self.trials_started() >= self.max_trials:
             return {"done": True, "reason": "trial budget spent", "running": running}
@@ -123,6 +127,33 @@ class SearchState:
 
         res = plan.resources or TrialResources.model_validate(self.fit_check["resources"])
         return check_fits(ModelDims(**self.fit_check["dims"]), plan.training, res, self.fit_check["gpu_memory_gb"])
+
+    def _init_from(self, node: Node) -> str | None:
+        """The parent's trained model (a local path or storage URI) a warm-start node starts from."""
+        if node.plan.training is None or not node.plan.training.warm_start or not node.parent_id:
+            return None
+        return self.tree.nodes[node.parent_id].artifacts.get("model")
+
+    def _cannot_warm_start(self, node: Node) -> str | None:
+        """Why a warm-start plan cannot run (checked before any accelerator time), else None."""
+        t = node.plan.training
+        if t is None or not t.warm_start:
+            return None
+        parent = self.tree.nodes.get(node.parent_id) if node.parent_id else None
+        if parent is None or parent.plan.training is None:
+            return "cannot warm-start: the parent is the untrained base model (baseline), there are no trained weights to start from"
+        if parent.status != "succeeded" or not parent.artifacts.get("model"):
+            why = f"it {parent.status}" + (f": {parent.failure[:300]}" if parent.failure else "")
+            return f"cannot warm-start: parent {parent.id} has no trained model ({why})"
+        pt = parent.plan.training
+        # the parent's adapter is loaded as it is: the method and LoRA shape must match it
+        fields = ("method",) if t.method == "full" or pt.method != t.method else (
+            "method", "lora_r", "lora_alpha", "lora_target_modules")
+        changed = [f"{f} {getattr(pt, f)} -> {getattr(t, f)}" for f in fields if getattr(pt, f) != getattr(t, f)]
+        if changed:
+            return (f"cannot warm-start from parent {parent.id}: the plan changes {', '.join(changed)}, so the "
+                    "parent's weights cannot be loaded; a warm start keeps the parent's method and LoRA shape")
+        return None
 
     def begin_expansion(self) -> dict[str, Any] | None:
         """Select a node by UCT and return the Researcher's request for it, or None when no

@@ -56,6 +56,7 @@ def fine_tune(
     callbacks: list | None = None,
     save_steps: int = 0,
     resume_from: str | None = None,
+    init_from: str | os.PathLike | None = None,
 ):
     """Train on ``dataset`` (prompt/completion rows); returns (model, tokenizer, TrainResult).
 
@@ -63,6 +64,9 @@ def fine_tune(
     the saved copy (adapter or full weights, plus tokenizer) is in ``out_dir/model``.
     Under Ray Train, ``deepspeed`` is the ZeRO config, ``callbacks`` report checkpoints saved every
     ``save_steps`` steps, and ``resume_from`` is the checkpoint a restarted worker group resumes.
+    ``init_from`` (a local folder) is the parent node's saved model a warm start trains further:
+    its LoRA adapter, loaded trainable on the base model (never wrapped in a new one), or its full
+    weights. The child's saved adapter is a complete one on the base model, like any other.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
@@ -70,10 +74,15 @@ def fine_tune(
 
     t0 = time.time()
     out = Path(out_dir)
+    if t.warm_start and not init_from:
+        raise ValueError("a warm-start plan needs init_from: the parent node's trained model")
+    if init_from and not Path(init_from).is_dir():
+        raise FileNotFoundError(f"warm start: the parent's model folder {init_from} does not exist")
     tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    weights = init_from if init_from and t.method == "full" else model_path
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, trust_remote_code=trust_remote_code)
     steps_per_epoch = math.ceil(len(dataset) / (t.batch_size * t.grad_accum))
     total = t.max_steps if t.max_steps > 0 else max(1, math.ceil(steps_per_epoch * t.num_epochs))
     args = SFTConfig(
@@ -100,7 +109,13 @@ def fine_tune(
         **device_settings(),
     )
     peft_config = None
-    if t.method == "lora":
+    if t.method == "lora" and init_from:
+        from peft import PeftConfig, PeftModel
+
+        adapter = PeftConfig.from_pretrained(str(init_from))
+        adapter.lora_dropout = t.lora_dropout  # the only LoRA knob a warm start may change
+        model = PeftModel.from_pretrained(model, str(init_from), config=adapter, is_trainable=True)
+    elif t.method == "lora":
         from peft import LoraConfig
 
         targets = t.lora_target_modules

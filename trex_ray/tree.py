@@ -129,7 +129,12 @@ class Tree:
                 source_note=ev.get("note"), created_at=ts,
             )
             self.nodes[node.id] = node
-            self.fingerprints.setdefault(node.plan.fingerprint(), node.id)
+            key = node.plan.fingerprint()
+            if node.plan.training is not None and node.plan.training.warm_start:
+                # a warm start repeats an experiment only from the same parent (whose children
+                # the policies check themselves): the same plan from another parent is new
+                key += f"@{node.parent_id}"
+            self.fingerprints.setdefault(key, node.id)
             if parent is None:
                 self.root_id = node.id
             else:

@@ -69,9 +69,9 @@ def run_trial(config: dict[str, Any]) -> None:
         if res.distributed and plan.training is not None:
             from trex_ray.distributed import run_distributed
 
-            outcome = run_distributed(plan, node_id, ctx, res, ctx.max_failures)
+            outcome = run_distributed(plan, node_id, ctx, res, ctx.max_failures, init_from=config.get("init_from"))
         else:
-            outcome = execute(plan, node_id, ctx, progress)
+            outcome = execute(plan, node_id, ctx, progress, init_from=config.get("init_from"))
     except Exception as e:  # the plan's own failure: record it, do not retry
         log.warning("node %s failed: %s", node_id, e)
         tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],
