@@ -2,7 +2,8 @@
 GPUs, the real TreeState and Researcher actors, the real TreeSearcher and Tune, and trials that
 only sleep (so the figures are the orchestration's, not training's).
 
-Prints: fraction of accelerator-slot time busy, trials per minute, driver RSS and per-trial RSS.
+Prints: fraction of accelerator-slot time busy (whole run; fill, middle, drain), where each
+trial's start-up goes, trials per minute, driver RSS and per-trial RSS.
 Each trial reserves 1 declared GPU (and 0.05 CPU), through the same ``trial_resources`` as a
 real run. The sleep is ``--trial-seconds`` (+-10%, from the node id so it is reproducible).
 """
@@ -30,12 +31,12 @@ def sleep_trial(config: dict) -> None:
                "cost": {"wall_seconds": time.time() - t0}, "artifacts": {}, "recipe_stats": {}}
     tune.report({"node_id": config["node_id"], "phase": "done", "score": outcome["score"],
                  "outcome": json.dumps(outcome), "rss_mb": psutil.Process().memory_info().rss / 2**20,
-                 "busy_from": t0, "busy_to": time.time(), "entered": entered, "pid": os.getpid(), "cpu_at_entry": cpu_at_entry,
-                 "process_started": psutil.Process().create_time()})
+                 "busy_from": t0, "busy_to": time.time(), "entered": entered, "pid": os.getpid(),
+                 "cpu_at_entry": cpu_at_entry, "process_started": psutil.Process().create_time()})
 
 
 def print_slot_figures(trials: list[dict], slots: int) -> None:
-    """Busy slot time over three spans: the whole run (from the first fine-tuning trial's start to
+    """Busy slot time over the whole run (from the first fine-tuning trial's start to
     the last one's end; the baseline runs alone before it), the fill (until every slot has started
     a trial), the middle (fill to the last trial's start: what the orchestration sustains) and
     the drain (no trial left to start, slots empty as the last ones end)."""
