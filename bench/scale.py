@@ -28,7 +28,10 @@ def sleep_trial(config: dict) -> None:
     t0 = time.time()
     time.sleep(seconds)
     outcome = {"score": 0.5 + jitter / 100, "metrics": {"accuracy": 0.5 + jitter / 100},
-               "cost": {"wall_seconds": time.time() - t0}, "artifacts": {}, "recipe_stats": {}}
+               "cost": {"wall_seconds": time.time() - t0}, "recipe_stats": {},
+               # a trained node has a model: without one, the policy's warm-start children are
+               # rejected at handout (no weights to start from) and never run
+               "artifacts": {"model": f"sleep://{config['node_id']}"}}
     tune.report({"node_id": config["node_id"], "phase": "done", "score": outcome["score"],
                  "outcome": json.dumps(outcome), "rss_mb": psutil.Process().memory_info().rss / 2**20,
                  "busy_from": t0, "busy_to": time.time(), "entered": entered, "pid": os.getpid(),
