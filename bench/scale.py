@@ -65,14 +65,14 @@ def _read_ledger(run_dir: str) -> list[dict]:
     return list(read_events(os.path.join(run_dir, "events.jsonl")))
 
 
-def _startup_breakdown(run_dir: str, trials: list[dict]) -> None:
+def _startup_breakdown(events: list[dict], trials: list[dict]) -> None:
     """Where a slot's idle time goes, per trial: the searcher hands the node out (ledger
     ``node_started``) -> the trial's process exists -> Tune calls the trainable -> it works.
     A process that ran an earlier trial (``run.reuse_actors``) has no start-up of its own: its
     idle time is from the previous trial's end to this one's call."""
     from statistics import median
 
-    handed = {e["node_id"]: e["ts"] for e in _read_ledger(run_dir) if e["type"] == "node_started"}
+    handed = {e["node_id"]: e["ts"] for e in events if e["type"] == "node_started"}
     fresh, reused, by_pid = [], [], {}
     for r in sorted(trials, key=lambda r: r["entered"]):
         prev = by_pid.get(r["pid"])
@@ -109,6 +109,7 @@ def main() -> None:
         with open(args.from_json) as f:
             saved = json.load(f)
         print_slot_figures(saved["trials"], saved["slots"])
+        _startup_breakdown(saved["events"], saved["trials"])
         return
 
     import psutil
@@ -164,10 +165,11 @@ def main() -> None:
     print(f"cluster            {args.nodes} nodes x {args.gpus} GPUs = {slots} slots; trials of ~{args.trial_seconds:.0f} s")
     print(f"trials             {len(trials)} (+ baseline) in {wall:.0f} s (Tune wall)")
     print_slot_figures(trials, slots)
-    _startup_breakdown(run_dir, trials)
+    events = _read_ledger(run_dir)
+    _startup_breakdown(events, trials)
     if args.save:
         with open(args.save, "w") as f:
-            json.dump({"slots": slots, "trials": trials, "events": _read_ledger(run_dir)}, f)
+            json.dump({"slots": slots, "trials": trials, "events": events}, f)
     print(f"driver RSS         {psutil.Process().memory_info().rss / 2**20:.0f} MiB")
     print(f"per-trial RSS      {sum(r['rss_mb'] for r in trials) / len(trials):.0f} MiB (mean)")
     ray.shutdown()

@@ -68,6 +68,18 @@ def gguf_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def after_trial_answer(props: dict, summary: str = "format errors", suggested: str = "prompt_format") -> str | None:
+    """A scripted LLM's reply to the Researcher's after-trial calls (bad-case diagnosis, distilled
+    insights), read from the request schema's properties; None for any other request."""
+    if "categories" in props:
+        return json.dumps({"categories": {"format_error": 2, "label_confusion": 0, "missing_knowledge": 0,
+                                          "truncation": 1, "hallucination": 0, "other": 0},
+                           "summary": summary, "suggested_directions": [suggested]})
+    if "insights" in props:
+        return json.dumps({"insights": [{"kind": "helped", "text": "training helped", "nodes": ["n1"]}]})
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

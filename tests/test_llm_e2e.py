@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from llm_helpers import fake_server  # noqa: F401 (fixture)
+from llm_helpers import after_trial_answer, fake_server  # noqa: F401 (fixture)
 from trex_ray.config import load_config
 from trex_ray.ledger import read_events
 
@@ -21,12 +21,9 @@ def answer(body: dict) -> str:
     from ftbench.tasks import get_task
 
     props = body["response_format"]["schema"]["properties"]
-    if "categories" in props:
-        return json.dumps({"categories": {"format_error": 2, "label_confusion": 0, "missing_knowledge": 0,
-                                          "truncation": 1, "hallucination": 0, "other": 0},
-                           "summary": "answers are not sentiment words", "suggested_directions": ["prompt_format"]})
-    if "insights" in props:
-        return json.dumps({"insights": [{"kind": "helped", "text": "training helped", "nodes": ["n1"]}]})
+    side = after_trial_answer(props, summary="answers are not sentiment words")
+    if side is not None:
+        return side
     if "direction" in props:
         return json.dumps({"direction": "data_quality", "reasoning": "try other rows of the same size"})
     task = get_task("sst2")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_helpers import fake_server  # noqa: F401 (fixture)
+from llm_helpers import after_trial_answer, fake_server  # noqa: F401 (fixture)
 from test_core import DEFAULTS, TASK, build, finished, plan_dict, planned
 from test_storage import s3  # noqa: F401 (fixture: a real S3-compatible server on 127.0.0.1)
 from trex_ray.ledger import read_events
@@ -256,12 +256,9 @@ def scripted_llm(body: dict) -> str:
     from ftbench.tasks import get_task
 
     props = body["response_format"]["schema"]["properties"]
-    if "categories" in props:
-        return json.dumps({"categories": {"format_error": 1, "label_confusion": 0, "missing_knowledge": 0,
-                                          "truncation": 0, "hallucination": 0, "other": 0},
-                           "summary": "format", "suggested_directions": ["hyperparameters"]})
-    if "insights" in props:
-        return json.dumps({"insights": [{"kind": "helped", "text": "training helped", "nodes": ["n1"]}]})
+    side = after_trial_answer(props, suggested="hyperparameters")
+    if side is not None:
+        return side
     if "direction" in props:
         return json.dumps({"direction": "hyperparameters", "reasoning": "train the best node further"})
     from_root = "untrained base model" in body["messages"][-1]["content"]
