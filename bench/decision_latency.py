@@ -15,14 +15,14 @@ import statistics
 import tempfile
 import time
 
-from trex_ray.policy import BuiltinPolicy, TaskSpec
-from trex_ray.state import SearchState
-from trex_ray.tree import SearchParams
+from trex_ray.config import Config, SearchConfig, TrainConfig
+from trex_ray.researcher.builtin import BuiltinPolicy
+from trex_ray.search.outcome import Cost, TrialOutcome
+from trex_ray.search.request import Proposal, TaskSpec
+from trex_ray.search.state import SearchState
 
 TASK = TaskSpec(id="sst2", description="", metric="accuracy", higher_is_better=True, prompt_template="{input}",
                 completion_template="{reference}", train_rows=10_000, columns=["id", "input", "label", "reference"])
-DEFAULTS = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1, max_seq_length=256,
-                lora_r=16, train_samples=256, max_train_samples=50_000, eval_batch_size=32)
 
 
 def grow(state: SearchState, nodes: int, rng: random.Random, timings: dict[str, list[float]] | None = None) -> None:
@@ -38,14 +38,13 @@ def grow(state: SearchState, nodes: int, rng: random.Random, timings: dict[str, 
 
     while len(state.tree.nodes) < nodes:
         reply = timed("next_node", state.next_node, f"t{len(state.tree.nodes)}")
-        if "node_id" in reply:
-            timed("finish", state.finish, reply["node_id"], {"score": rng.random(), "metrics": {}})
+        if reply.node_id is not None:
+            timed("finish", state.finish, reply.node_id, TrialOutcome(rng.random(), {}, Cost()))
             continue
         begun = timed("begin_expansion", state.begin_expansion)
         if begun is None:
             break
-        plans = [p.model_dump(mode="json") for p in policy.propose(begun["request"])]
-        timed("add_children", state.add_children, begun["node_id"], plans, "builtin")
+        timed("add_children", state.add_children, begun.node_id, Proposal(policy.propose(begun), "builtin"))
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -61,8 +60,9 @@ def main() -> None:
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as d:
             rng = random.Random(0)
-            params = SearchParams(max_expansions=3, max_depth=50)
-            state = SearchState(d, params, TASK, DEFAULTS, max_trials=10 ** 9, children_per_expansion=3)
+            cfg = Config(search=SearchConfig(max_trials=10 ** 9, children_per_expansion=3, max_expansions=3, max_depth=50),
+                         train=TrainConfig(train_samples=256))
+            state = SearchState(d, cfg, TASK)
             grow(state, size, rng)
             timings: dict[str, list[float]] = {}
             grow(state, size + args.window, rng, timings)

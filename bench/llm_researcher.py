@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from llm_helpers import llm_cfg, request_for, small_tree, start_llama_server, stop  # noqa: E402
-from trex_ray.llm_researcher import LLMResearcher  # noqa: E402
-from trex_ray.policy import BuiltinPolicy  # noqa: E402
+from trex_ray.researcher.llm import LLMResearcher  # noqa: E402
+from trex_ray.researcher.builtin import BuiltinPolicy  # noqa: E402
 
 NODES = ("n0", "n1", "n2", "n0", "n2")  # root, a mid node, the best leaf; repeated for variance
 

@@ -22,20 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 PLAIN = r"""
 import json, sys, time
 t0 = time.time()
-from ftbench.tasks import get_task
-from trex_ray.config import load_config
-from trex_ray.executor import TrialContext, execute
-from trex_ray.policy import TaskSpec, first_plan
 from ftbench.task import load_split
+from trex_ray.config import load_config
+from trex_ray.executor.context import TrialContext
+from trex_ray.executor.execute import execute
+from trex_ray.researcher.builtin import first_plan
+from trex_ray.tasks import resolve_task, task_spec
 cfg = load_config(None, json.loads(sys.argv[1]))
-task = get_task(cfg.task.name)
-spec = TaskSpec(id=task.id, description="", metric=task.metric, higher_is_better=True, prompt_template=task.prompt_template,
-                completion_template=task.completion_template, train_rows=len(load_split(task, "train", cfg.task.paths())))
-plan = first_plan(spec, cfg.train.model_dump(), cfg.search.seed)
-ctx = TrialContext(task=task.id, paths=cfg.task.paths(), model=cfg.model.model_dump(), run_dir=sys.argv[2],
-                   dev_limit=cfg.task.dev_limit, eval_batch_size=cfg.train.eval_batch_size, threads=1)
-out = execute(plan, "plain", ctx)
-print(json.dumps({"seconds": time.time() - t0, "score": out["score"]}))
+task = resolve_task(cfg.task)
+train = load_split(task, "train", cfg.task.paths())
+plan = first_plan(task_spec(task, len(train), list(train[0])), cfg.train, cfg.search.seed)
+out = execute(plan, "plain", TrialContext.of(cfg, sys.argv[2], None))
+print(json.dumps({"seconds": time.time() - t0, "score": out.score}))
 """
 
 

@@ -27,13 +27,15 @@ def sleep_trial(config: dict) -> None:
     seconds = config["seconds"] * (1 + jitter / 100)
     t0 = time.time()
     time.sleep(seconds)
-    outcome = {"score": 0.5 + jitter / 100, "metrics": {"accuracy": 0.5 + jitter / 100},
-               "cost": {"wall_seconds": time.time() - t0}, "recipe_stats": {},
-               # a trained node has a model: without one, the policy's warm-start children are
-               # rejected at handout (no weights to start from) and never run
-               "artifacts": {"model": f"sleep://{config['node_id']}"}}
-    tune.report({"node_id": config["node_id"], "phase": "done", "score": outcome["score"],
-                 "outcome": json.dumps(outcome), "rss_mb": psutil.Process().memory_info().rss / 2**20,
+    from trex_ray.search.outcome import Cost, TrialOutcome
+
+    score = 0.5 + jitter / 100
+    outcome = TrialOutcome(score=score, metrics={"accuracy": score}, cost=Cost(wall_seconds=time.time() - t0),
+                           # a trained node has a model: without one, the policy's warm-start children
+                           # are rejected at handout (no weights to start from) and never run
+                           artifacts={"model": f"sleep://{config['node_id']}"})
+    tune.report({"node_id": config["node_id"], "phase": "done", "score": outcome.score,
+                 "outcome": outcome.to_json(), "rss_mb": psutil.Process().memory_info().rss / 2**20,
                  "busy_from": t0, "busy_to": time.time(), "entered": entered, "pid": os.getpid(),
                  "cpu_at_entry": cpu_at_entry, "process_started": psutil.Process().create_time()})
 
@@ -60,7 +62,7 @@ def print_slot_figures(trials: list[dict], slots: int) -> None:
 
 
 def _read_ledger(run_dir: str) -> list[dict]:
-    from trex_ray.ledger import read_events
+    from trex_ray.search.ledger import read_events
 
     return list(read_events(os.path.join(run_dir, "events.jsonl")))
 
@@ -117,12 +119,14 @@ def main() -> None:
     from ray import tune
     from ray.cluster_utils import Cluster
 
+    from functools import partial
+
     from trex_ray.actors import Researcher, TreeState
-    from trex_ray.plan import TrialResources
-    from trex_ray.policy import TaskSpec
+    from trex_ray.config import Config, SearchConfig, TrainConfig
+    from trex_ray.executor.trial import trial_resources
+    from trex_ray.search.plan import TrialResources
+    from trex_ray.search.request import TaskSpec
     from trex_ray.searcher import TreeSearcher
-    from trex_ray.trial import trial_resources
-    from trex_ray.tree import SearchParams
 
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="trexscale", dir="/tmp"))
     slots = args.nodes * args.gpus
@@ -139,14 +143,11 @@ def main() -> None:
     run_dir = tempfile.mkdtemp(prefix="trex-scale-")
     task = TaskSpec(id="sst2", description="", metric="accuracy", higher_is_better=True, prompt_template="{input}",
                     completion_template="{reference}", train_rows=100_000, columns=["id", "input", "label", "reference"])
-    defaults = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1, max_seq_length=256,
-                    lora_r=16, train_samples=256, max_train_samples=50_000, eval_batch_size=32)
-    state = TreeState.remote(run_dir, SearchParams(max_expansions=args.max_expansions, max_depth=50), task, defaults,
-                             args.trials, args.children, 0)
-    researcher = Researcher.remote("builtin")
-    context = {"task": "sst2", "paths": {}, "model": {}, "run_dir": run_dir, "dev_limit": 1,
-               "resources": TrialResources(gpus_per_worker=1, cpus_per_worker=0.05).model_dump()}
-    searcher = TreeSearcher(state, researcher, context)
+    cfg = Config(search=SearchConfig(max_trials=args.trials, children_per_expansion=args.children,
+                                     max_expansions=args.max_expansions, max_depth=50), train=TrainConfig())
+    state = TreeState.remote(run_dir, cfg, task)
+    researcher = Researcher.remote(cfg)
+    searcher = TreeSearcher(state, researcher)
     searcher.capacity = lambda: slots + args.prefetch  # as run.py: the cluster's slots + prefetch_trials
 
     def trainable(config: dict) -> None:
@@ -154,7 +155,7 @@ def main() -> None:
 
     t0 = time.time()
     grid = tune.Tuner(
-        tune.with_resources(trainable, trial_resources),
+        tune.with_resources(trainable, partial(trial_resources, TrialResources(gpus_per_worker=1, cpus_per_worker=0.05))),
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots + args.prefetch,
                                     reuse_actors=args.reuse_actors),
         run_config=tune.RunConfig(storage_path=os.path.join(run_dir, "tune"), verbose=0),

@@ -16,14 +16,14 @@ from typing import Any, Callable
 
 import pytest
 
-from trex_ray.policy import ExpansionRequest, TaskSpec, baseline_plan
-from trex_ray.tree import SearchParams, Tree
+from trex_ray.config import TrainConfig
+from trex_ray.search.request import ExpansionRequest, TaskSpec, baseline_plan
+from trex_ray.search.tree import SearchParams, Tree
 
 TASK = TaskSpec(id="sst2", description="Binary sentiment of movie reviews.", metric="accuracy",
                 higher_is_better=True, prompt_template="Review: {input}\nSentiment:",
                 completion_template="{reference}", train_rows=1000, columns=["id", "input", "label", "reference"])
-DEFAULTS = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1,
-                max_seq_length=256, lora_r=16, train_samples=100, max_train_samples=50_000, eval_batch_size=8)
+DEFAULTS = TrainConfig(train_samples=100, eval_batch_size=8)
 
 
 def plan_dict(direction: str = "hyperparameters", lr: float = 1e-4, n: int = 100, rationale: str = "test") -> dict:
@@ -56,7 +56,7 @@ def small_tree(extra_nodes: int = 0, rationale: str = "test") -> Tree:
 
 
 def request_for(tree: Tree, node_id: str, n: int = 1) -> ExpansionRequest:
-    return ExpansionRequest(task=TASK, memory=tree.memory(node_id), n=n, defaults=DEFAULTS)
+    return ExpansionRequest(node_id=node_id, task=TASK, memory=tree.memory(node_id), n=n, defaults=DEFAULTS)
 
 
 def gguf_path() -> Path:
@@ -119,13 +119,14 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def llm_cfg(base_url: str, **over: Any) -> dict[str, Any]:
+def llm_cfg(base_url: str, **over: Any) -> "LLMConfig":
     from trex_ray.config import LLMConfig
 
-    return LLMConfig(base_url=base_url, model="smollm2", structured_output="llama_cpp", temperature=0.0,
-                     max_tokens=300, max_retries=1, retry_backoff_s=0.01, timeout_s=60,
-                     # no research phase unless a test asks for it: scripted servers answer planning only
-                     tool_calling="off").model_dump() | over
+    base = dict(base_url=base_url, model="smollm2", structured_output="llama_cpp", temperature=0.0,
+                max_tokens=300, max_retries=1, retry_backoff_s=0.01, timeout_s=60,
+                # no research phase unless a test asks for it: scripted servers answer planning only
+                tool_calling="off")
+    return LLMConfig(**(base | over))
 
 
 # ---------------------------------------------------------------- a scripted fake endpoint

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trex_ray.memory import ModelDims, check_fits, estimate
-from trex_ray.plan import TrainingConfig, TrialResources
+from trex_ray.search.fit import ModelDims, check_fits, estimate
+from trex_ray.search.plan import TrainingConfig, TrialResources
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,21 +60,20 @@ def test_memory_estimate_parts_and_no_check_without_gpus():
 
 
 def test_oversized_plan_fails_before_any_trial(tmp_path):
-    from dataclasses import asdict
+    from core_helpers import make_state, outcome
+    from test_core import plan_dict
+    from trex_ray.search.fit import FitCheck
+    from trex_ray.search.plan import parse_plan
+    from trex_ray.search.request import Proposal
 
-    from test_core import DEFAULTS, TASK, plan_dict
-    from trex_ray.state import SearchState
-    from trex_ray.tree import SearchParams
-
-    fit = {"dims": asdict(ModelDims.from_config(LLAMA2_7B)),
-           "resources": TrialResources(gpus_per_worker=1).model_dump(), "gpu_memory_gb": 80}
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=3, children_per_expansion=2, fit_check=fit)
-    assert s.next_node("t0")["node_id"] == "n0"  # the baseline trains nothing: no check
-    s.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    fit = FitCheck(ModelDims.from_config(LLAMA2_7B), TrialResources(gpus_per_worker=1), 80)
+    s = make_state(tmp_path, max_trials=3, children_per_expansion=2, fit=fit)
+    assert s.next_node("t0").node_id == "n0"  # the baseline trains nothing: no check
+    s.finish("n0", outcome(0.5))
     s.begin_expansion()
-    s.add_children("n0", [plan_dict(method="full"), plan_dict(method="lora")], "builtin")
+    s.add_children("n0", Proposal([parse_plan(plan_dict(method="full")), parse_plan(plan_dict(method="lora"))], "builtin"))
     handed = s.next_node("t1")
-    assert handed["node_id"] == "n2"  # the full fine-tune of 7B on one 80 GB GPU never starts
+    assert handed.node_id == "n2"  # the full fine-tune of 7B on one 80 GB GPU never starts
     n1 = s.tree.nodes["n1"]
     assert n1.status == "failed" and n1.failure.startswith("does not fit") and n1.trial_id is None
 
@@ -97,7 +96,7 @@ def test_cluster_manifests_parse_and_name_only_existing_files():
     launcher = docs[REPO / "cluster/ray-cluster.yaml"][0]
     assert any("torch==2.13.0" in c for c in launcher["setup_commands"])
     for f in ("zero2.json", "zero3.json"):
-        json.loads((REPO / "cluster/deepspeed" / f).read_text())
+        json.loads((REPO / "trex_ray/executor/deepspeed" / f).read_text())
 
 
 # ---------------------------------------------------------------- a simulated multi-node cluster
@@ -141,14 +140,15 @@ def _probe(config: dict) -> None:
 def test_single_worker_trials_pack_onto_gpu_nodes(gpu_cluster):
     from ray import tune
 
-    from trex_ray.trial import trial_resources
+    from functools import partial
 
-    ctx = {"task": "sst2", "paths": {}, "model": {}, "run_dir": "/tmp", "dev_limit": 1,
-           "resources": TrialResources(gpus_per_worker=1, cpus_per_worker=0.5).model_dump()}
+    from trex_ray.executor.trial import trial_resources
+
+    default = TrialResources(gpus_per_worker=1, cpus_per_worker=0.5)
     plan = {"direction": "method", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]},
             "training": {}}
-    tuner = tune.Tuner(tune.with_resources(_probe, trial_resources),
-                       param_space={"plan": plan, "context": ctx, "i": tune.grid_search(list(range(6)))},
+    tuner = tune.Tuner(tune.with_resources(_probe, partial(trial_resources, default)),
+                       param_space={"plan": plan, "i": tune.grid_search(list(range(6)))},
                        run_config=tune.RunConfig(storage_path=str(Path(os.environ["RAY_TMPDIR"]) / "tune1"), verbose=0))
     results = [r.metrics for r in tuner.fit()]
     assert len(results) == 6
@@ -171,7 +171,7 @@ def _worker_probe(config: dict) -> None:
 def test_multi_worker_trials_pack_when_they_fit_and_spread_when_they_must(gpu_cluster, tmp_path, workers, gpus, nodes):
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from trex_ray.distributed import scaling_config
+    from trex_ray.executor.distributed import scaling_config
 
     res = TrialResources(num_workers=workers, gpus_per_worker=gpus, cpus_per_worker=0.5)
     # gloo: the GPUs are declared, not real
@@ -188,7 +188,7 @@ def test_searcher_follows_the_cluster_capacity_as_nodes_come_and_go(monkeypatch)
     from trex_ray import searcher as searcher_mod
     from trex_ray.searcher import TreeSearcher
 
-    s = TreeSearcher(None, None, {})
+    s = TreeSearcher(None, None)
     assert s._room()  # no capacity function: Tune's own cap only
     nodes = {"count": 1}
     s.capacity = lambda: 2 * nodes["count"]

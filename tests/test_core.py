@@ -8,17 +8,12 @@ import math
 
 import pytest
 
-from trex_ray.ledger import Ledger, read_events
-from trex_ray.plan import Plan, parse_plan
-from trex_ray.policy import BuiltinPolicy, ExpansionRequest, TaskSpec, baseline_plan, first_plan
-from trex_ray.state import SearchState
-from trex_ray.tree import SearchParams, Tree
-
-TASK = TaskSpec(id="sst2", description="sentiment", metric="accuracy", higher_is_better=True,
-                prompt_template="Review: {input}", completion_template="{reference}", train_rows=1000,
-                columns=["id", "input", "label", "reference"])
-DEFAULTS = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1,
-                max_seq_length=256, lora_r=16, train_samples=100, max_train_samples=50_000, eval_batch_size=8)
+from core_helpers import DEFAULTS, TASK, make_state, outcome, params, request
+from trex_ray.researcher.builtin import BuiltinPolicy, first_plan
+from trex_ray.search.ledger import Ledger, read_events
+from trex_ray.search.plan import Plan, parse_plan
+from trex_ray.search.request import Proposal, baseline_plan
+from trex_ray.search.tree import SearchParams, Tree
 
 
 def plan_dict(**training) -> dict:
@@ -92,20 +87,20 @@ def finished(node_id, score):
 
 def test_backprop_normalised_reward_along_the_path():
     t = build([planned("n0", None), finished("n0", 0.5), planned("n1", "n0"), finished("n1", 0.7),
-               planned("n2", "n1"), finished("n2", 0.6)], SearchParams(metric_range=2.0))
+               planned("n2", "n1"), finished("n2", 0.6)], params(metric_range=2.0))
     n0, n1, n2 = (t.nodes[i] for i in ("n0", "n1", "n2"))
     assert n1.reward == pytest.approx(0.1) and n2.reward == pytest.approx(0.05)
     assert (n0.visits, n1.visits, n2.visits) == (3, 2, 1)
     assert n0.value_sum == pytest.approx(0.15) and n1.value_sum == pytest.approx(0.15)
     # lower-is-better metrics flip the sign
     t2 = build([planned("n0", None), finished("n0", 0.5), planned("n1", "n0"), finished("n1", 0.3)],
-               SearchParams(higher_is_better=False))
+               params(higher_is_better=False))
     assert t2.nodes["n1"].reward == pytest.approx(0.2)
 
 
 def test_failure_backprops_the_failure_reward():
     t = build([planned("n0", None), finished("n0", 0.5), planned("n1", "n0"),
-               {"type": "node_failed", "node_id": "n1", "cause": "OOM"}], SearchParams(failure_reward=-0.5))
+               {"type": "node_failed", "node_id": "n1", "cause": "OOM"}], params(failure_reward=-0.5))
     assert t.nodes["n1"].status == "failed" and t.nodes["n1"].failure == "OOM"
     assert t.nodes["n0"].value_sum == pytest.approx(-0.5) and t.nodes["n0"].pending == 0
 
@@ -114,7 +109,7 @@ def test_uct_selection_hand_computed():
     # root (base 0.5) expanded once; children rewards 0.3 (n1) and 0.1 (n2), 1 visit each.
     evs = [planned("n0", None), finished("n0", 0.5), {"type": "expansion", "node_id": "n0"},
            planned("n1", "n0"), planned("n2", "n0"), finished("n1", 0.8), finished("n2", 0.6)]
-    t = build(evs, SearchParams(exploration=1.0, max_expansions=2))
+    t = build(evs, params(exploration=1.0, max_expansions=2))
     # parent visits = 3; options: re-expand root: 0 + sqrt(ln3/1); n1: 0.3 + sqrt(ln3/1); n2: 0.1 + ...
     assert t.uct(0.3, 1, 3) == pytest.approx(0.3 + math.sqrt(math.log(3)))
     assert t.select().id == "n1"  # n1 has never been expanded: an unvisited option, taken at once
@@ -131,7 +126,7 @@ def test_uct_selection_hand_computed():
 def test_select_prefers_root_reexpansion_when_children_are_worse_than_base():
     evs = [planned("n0", None), finished("n0", 0.9), {"type": "expansion", "node_id": "n0"},
            planned("n1", "n0"), finished("n1", 0.2), {"type": "expansion", "node_id": "n1"}]
-    t = build(evs, SearchParams(exploration=0.1, max_expansions=2))
+    t = build(evs, params(exploration=0.1, max_expansions=2))
     # n1 is now expanded once (reward -0.7); re-expanding root scores 0 + c*sqrt(ln2/1) > n1
     assert t.select().id == "n0"
 
@@ -140,18 +135,18 @@ def test_virtual_loss_spreads_parallel_selection():
     evs = [planned("n0", None), finished("n0", 0.5), {"type": "expansion", "node_id": "n0"},
            planned("n1", "n0"), planned("n2", "n0"), finished("n1", 0.62), finished("n2", 0.6),
            {"type": "expansion", "node_id": "n1"}, {"type": "expansion", "node_id": "n2"}]
-    params = SearchParams(exploration=0.5, virtual_loss=1.0, max_expansions=2)
-    t = build(evs, params)
+    p = params(exploration=0.5, virtual_loss=1.0, max_expansions=2)
+    t = build(evs, p)
     t.nodes["n0"].expansions = 2  # only descending is possible
     assert t.select().id == "n1"
     # two trials now pending under n1: its virtual mean drops below n2's
-    t2 = build(evs + [planned("n3", "n1"), planned("n4", "n1")], params)
+    t2 = build(evs + [planned("n3", "n1"), planned("n4", "n1")], p)
     t2.nodes["n0"].expansions = 2
     assert t2.nodes["n1"].pending == 2 and t2.nodes["n0"].pending == 2
     assert t2._virtual_q(t2.nodes["n1"]) == pytest.approx((0.12 - 2.0) / 3)
     assert t2.select().id == "n2"
     # once they finish, the pending count is released
-    t3 = build(evs + [planned("n3", "n1"), finished("n3", 0.7)], params)
+    t3 = build(evs + [planned("n3", "n1"), finished("n3", 0.7)], p)
     assert t3.nodes["n1"].pending == 0 and t3.nodes["n0"].pending == 0
 
 
@@ -169,20 +164,20 @@ def test_memory_has_path_siblings_children_and_key_nodes():
 
 # ---------------------------------------------------------------- ledger and state
 def test_ledger_is_durable_and_replays_equal_live(tmp_path):
-    state = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=3, children_per_expansion=2)
+    state = make_state(tmp_path, max_trials=3, children_per_expansion=2)
     root = state.next_node("t0")
-    assert root["node_id"] == "n0"
-    state.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    assert root.node_id == "n0"
+    state.finish("n0", outcome(0.5))
     begun = state.begin_expansion()
-    assert begun["node_id"] == "n0" and begun["request"].n == 2
-    plans = BuiltinPolicy().propose(begun["request"])
-    ids = state.add_children("n0", [p.model_dump() for p in plans], "builtin")
+    assert begun.node_id == "n0" and begun.n == 2
+    plans = BuiltinPolicy().propose(begun)
+    ids = state.add_children("n0", Proposal(plans, "builtin"))
     assert ids == ["n1", "n2"]
     state.next_node("t1")
-    state.finish("n1", {"score": 0.7, "metrics": {"accuracy": 0.7}, "cost": {"wall_seconds": 3.0}})
+    state.finish("n1", outcome(0.7, cost={"wall_seconds": 3.0}))
     state.next_node("t2")
     state.fail("n2", "ValueError: boom")
-    replayed = Tree.replay(read_events(tmp_path / "events.jsonl"), SearchParams())
+    replayed = Tree.replay(read_events(tmp_path / "events.jsonl"), params())
     assert replayed.to_dict() == state.tree.to_dict()
     assert (tmp_path / "tree.json").is_file()  # views are refreshed as nodes end (rate-limited)
     state.close("test over")  # ... and always written at the end
@@ -202,53 +197,57 @@ def test_torn_last_line_is_dropped(tmp_path):
 
 
 def test_resume_keeps_finished_requeues_running_and_duplicates_nothing(tmp_path):
-    s1 = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=3, children_per_expansion=3)
+    s1 = make_state(tmp_path, max_trials=3, children_per_expansion=3)
     s1.next_node("t0")
-    s1.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    s1.finish("n0", outcome(0.5))
     begun = s1.begin_expansion()
-    s1.add_children("n0", [p.model_dump() for p in BuiltinPolicy().propose(begun["request"])], "builtin")
+    s1.add_children("n0", Proposal(BuiltinPolicy().propose(begun), "builtin"))
     s1.next_node("t1")
     s1.next_node("t2")
-    s1.finish("n1", {"score": 0.6, "metrics": {"accuracy": 0.6}})
+    s1.finish("n1", outcome(0.6))
     # the driver dies here: n2 running, n3 planned
     s1.ledger.close()
-    s2 = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=3, children_per_expansion=3)
+    s2 = make_state(tmp_path, max_trials=3, children_per_expansion=3)
     t = s2.tree
     assert t.nodes["n1"].status == "succeeded" and t.nodes["n2"].status == "planned"
     assert s2.trials_started() == 1 and s2.trials_left() == 0
-    handed = [s2.next_node(f"r{i}").get("node_id") for i in range(3)]
+    handed = [s2.next_node(f"r{i}").node_id for i in range(3)]
     assert handed == ["n2", "n3", None]  # re-queued work first, nothing finished is handed out again
     assert sorted(t.nodes) == ["n0", "n1", "n2", "n3"]
     assert t.nodes["n2"].attempts == 2
 
 
 def test_budget_stops_handing_out_and_close_prunes(tmp_path):
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=1, children_per_expansion=3)
+    s = make_state(tmp_path, max_trials=1, children_per_expansion=3)
     s.next_node("t0")
-    s.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    s.finish("n0", outcome(0.5))
     begun = s.begin_expansion()
-    assert begun["request"].n == 1
-    s.add_children("n0", [p.model_dump() for p in BuiltinPolicy().propose(begun["request"])], "builtin")
-    assert s.next_node("t1")["node_id"] == "n1"
-    assert s.next_node("t2") == {"done": True, "reason": "trial budget spent", "running": 1}
-    snap = s.close("trial budget spent")
-    assert [n["status"] for n in snap["nodes"]] == ["succeeded", "failed"]  # n1 never reported
+    assert begun.n == 1
+    s.add_children("n0", Proposal(BuiltinPolicy().propose(begun), "builtin"))
+    assert s.next_node("t1").node_id == "n1"
+    done = s.next_node("t2")
+    assert (done.node_id, done.done, done.running) == (None, "trial budget spent", 1)
+    tree = s.close("trial budget spent")
+    assert [n.status for n in tree.nodes.values()] == ["succeeded", "failed"]  # n1 never reported
 
 
 def test_add_children_revalidates_plans(tmp_path):
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=5, children_per_expansion=3)
+    s = make_state(tmp_path, max_trials=5, children_per_expansion=3)
     s.next_node("t0")
-    s.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    s.finish("n0", outcome(0.5))
     s.begin_expansion()
-    bad = plan_dict(learning_rate=99.0)
-    ids = s.add_children("n0", [bad, plan_dict()], "llm")
+    # a plan object that skipped validation (built without it, or damaged on the way) is dropped
+    good = parse_plan(plan_dict())
+    bad = Plan.model_construct(**{**dict(good), "training": good.training.model_construct(
+        **{**dict(good.training), "learning_rate": 99.0})})
+    ids = s.add_children("n0", Proposal([bad, good], "llm"))
     assert ids == ["n1"] and s.tree.nodes["n1"].source == "llm"
 
 
 # ---------------------------------------------------------------- policy
 def test_builtin_policy_root_expansion_spans_directions():
     tree = build([planned("n0", None), finished("n0", 0.5)])
-    plans = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 4, DEFAULTS))
+    plans = BuiltinPolicy().propose(request(tree, "n0", 4))
     assert len(plans) == 4
     assert plans[0] == first_plan(TASK, DEFAULTS)
     assert len({p.direction for p in plans}) == 4
@@ -261,18 +260,18 @@ def test_builtin_policy_widens_to_a_grid_when_asked_for_many():
     within the plan bounds, enough to fill a 64-slot cluster from the root; the first batch is
     what a small request gets."""
     tree = build([planned("n0", None), finished("n0", 0.5)])
-    small = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 4, DEFAULTS))
-    wide = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 64, DEFAULTS))
+    small = BuiltinPolicy().propose(request(tree, "n0", 4))
+    wide = BuiltinPolicy().propose(request(tree, "n0", 64))
     assert wide[:4] == small and len(wide) == 64
     assert len({p.fingerprint() for p in wide}) == len(wide)
     grid = [p for p in wide if p.rationale.startswith("Grid around the node")]
     assert len(grid) >= 10
     lrs = {p.training.learning_rate for p in grid}
     ranks = {p.training.lora_r for p in grid}
-    assert min(lrs) < DEFAULTS["learning_rate"] < max(lrs) and max(lrs) <= 1e-2
+    assert min(lrs) < DEFAULTS.learning_rate < max(lrs) and max(lrs) <= 1e-2
     assert {8, 16, 32, 64} <= ranks and all(p.training.lora_alpha == 2 * p.training.lora_r for p in grid)
     assert {p.training.num_epochs for p in grid} == {1.0, 2.0}
-    assert {p.recipe.sample_cap for p in grid} == {DEFAULTS["train_samples"], 2 * DEFAULTS["train_samples"]}
+    assert {p.recipe.sample_cap for p in grid} == {DEFAULTS.train_samples, 2 * DEFAULTS.train_samples}
 
 
 def test_builtin_policy_follows_what_helped():
@@ -280,7 +279,7 @@ def test_builtin_policy_follows_what_helped():
     evs = [planned("n0", None), finished("n0", 0.5), planned("n1", "n0", plan_dict(learning_rate=1e-4)),
            finished("n1", 0.6), planned("n2", "n1", lr_up), finished("n2", 0.7)]
     tree = build(evs)
-    plans = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n2"), 3, DEFAULTS))
+    plans = BuiltinPolicy().propose(request(tree, "n2", 3))
     # hyperparameters helped on the path (+0.1): it comes first, and pushes the learning rate further up
     assert plans[0].direction == "hyperparameters"
     assert plans[0].training.learning_rate == pytest.approx(2.5e-4 * 2.5)
@@ -290,14 +289,14 @@ def test_builtin_policy_follows_what_helped():
 def test_no_experiment_is_proposed_twice_anywhere_in_the_tree():
     # the root's children include the default plan and its learning-rate-up variant; expanding
     # the default plan's node must not propose that same learning-rate-up plan again
-    root_kids = BuiltinPolicy().propose(ExpansionRequest(TASK, build([planned("n0", None), finished("n0", 0.5)]).memory("n0"), 3, DEFAULTS))
+    root_kids = BuiltinPolicy().propose(request(build([planned("n0", None), finished("n0", 0.5)]), "n0", 3))
     evs = [planned("n0", None), finished("n0", 0.5)]
     evs += [planned(f"n{i + 1}", "n0", p.model_dump()) for i, p in enumerate(root_kids)]
     evs += [finished("n1", 0.8), finished("n2", 0.7), finished("n3", 0.6)]
     tree = build(evs)
     tried = {p.fingerprint() for p in root_kids}
     assert set(tree.memory("n1")["tried"]) >= tried
-    plans = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n1"), 4, DEFAULTS))
+    plans = BuiltinPolicy().propose(request(tree, "n1", 4))
     assert plans and not {p.fingerprint() for p in plans} & tried
 
 
@@ -317,3 +316,30 @@ def test_cached_views_follow_every_status_and_score_change():
     views = t.by_status("succeeded")
     views.clear()  # callers get a copy: the cached view is not theirs to change
     assert len(t.by_status("succeeded")) == 3
+
+
+def test_one_ranking_for_every_view_numbers_not_strings():
+    """Leaderboards, reports and the best node share one rule: better score first, then the
+    shallower node, then the earlier one by number (n2 before n10), unscored last."""
+    from trex_ray.report.live import leaderboard
+
+    evs = [planned("n0", None), finished("n0", 0.5)]
+    for i in range(1, 11):
+        evs += [planned(f"n{i}", "n0", plan_dict(learning_rate=i * 1e-5)), finished(f"n{i}", 0.7 if i in (2, 10) else 0.6)]
+    evs += [planned("n11", "n2"), finished("n11", 0.7), planned("n12", "n0")]
+    t = build(evs)
+    assert [n.id for n in t.ranked()][:3] == ["n2", "n10", "n11"]  # n11 ties too, but is deeper
+    assert t.best().id == "n2" and t.ranked()[-1].id == "n12"
+    assert [n.id for n in t.lineage("n11")] == ["n0", "n2", "n11"]
+    rows = [line.split()[0] for line in leaderboard(t, "accuracy").splitlines()[2:]]
+    assert rows[:3] == ["n2", "n10", "n11"] and rows[-1] == "n12"
+    low = build(evs, params(higher_is_better=False))
+    assert low.best().id == "n1"  # lower is better: the first 0.6 node beats the 0.7s (the root is no trial)
+    assert low.ranked()[0].id == "n0"
+
+
+def test_the_builtin_policy_orders_exactly_the_plan_directions():
+    from trex_ray.researcher.builtin import PREFERENCE
+    from trex_ray.search.plan import SEARCH_DIRECTIONS
+
+    assert sorted(PREFERENCE) == sorted(SEARCH_DIRECTIONS)

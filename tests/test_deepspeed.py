@@ -43,7 +43,7 @@ def test_two_worker_zero2_trial_trains_checkpoints_and_exports(tiny_model_dir, t
     from ftbench.evaluate import evaluate, load_model
     from ftbench.task import load_split
     from ftbench.tasks import get_task
-    from trex_ray.plan import Plan
+    from trex_ray.search.plan import Plan
 
     task = get_task("sst2")
     model, tok = load_model(run / "best")

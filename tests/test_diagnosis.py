@@ -1,4 +1,4 @@
-"""Bad-case diagnosis and insight distillation (trex_ray/diagnosis.py): wrong-prediction sampling
+"""Bad-case diagnosis and insight distillation (trex_ray/researcher/diagnosis.py): wrong-prediction sampling
 and the rule-based diagnosis on real FT-Bench dev data, the LLM attribution against the real
 llama server, fault cases against the tests' fake server (5xx, garbage, prompt injection, spent
 budget), durable ``node_diagnosed`` / ``insights_distilled`` events and the insights in the next
@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 
 from llm_helpers import DEFAULTS, TASK, fake_server, llm_cfg, plan_dict, request_for, small_tree  # noqa: F401 (fixture)
-from trex_ray.diagnosis import (CASE_CAP, DIAGNOSES_FILE, MAX_CASES, Diagnostician, collect_bad_cases, describe,
-                                rule_diagnosis, sample_bad_cases)
-from trex_ray.ledger import read_events
+from core_helpers import make_state, outcome
 from trex_ray.llm_client import LLMClient
-from trex_ray.llm_memory import CLOSE, FIELD_CAP, OPEN, analyze_requirements, render_context
-from trex_ray.state import SearchState
-from trex_ray.tree import SearchParams, Tree
+from trex_ray.researcher.context import FIELD_CAP, analyze_requirements, render_context
+from trex_ray.researcher.diagnosis import DIAGNOSES_FILE, Diagnostician
+from trex_ray.search.bad_cases import CASE_CAP, MAX_CASES, collect_bad_cases, describe, rule_diagnosis, sample_bad_cases
+from trex_ray.search.ledger import read_events
+from trex_ray.search.request import ExpansionRequest, Proposal
+from trex_ray.search.state import SearchState
+from trex_ray.search.tree import SearchParams, Tree
+from trex_ray.untrusted import CLOSE, OPEN
 
 ATTRIBUTION = json.dumps({
     "categories": {"format_error": 3, "label_confusion": 1, "missing_knowledge": 0, "truncation": 0,
@@ -43,12 +46,22 @@ def dev_rows(shared_data: Path, task_id: str, limit: int) -> list[dict]:
     return copy.deepcopy(list(_dev_rows(str(shared_data / task_id), task_id, limit)))
 
 
-def sst2_bad_cases(shared_data: Path, injection: bool = False) -> dict[str, Any]:
-    """A deterministic mix on 24 real sst2 dev rows: right, flipped, empty and chatty answers."""
+# Inline rows in each task's schema: the rule specs below need no FT-Bench data folder.
+SST2_ROWS = [{"id": f"glue_train/{i}", "input": f"a {'fine' if i % 2 else 'dull'} film , number {i}", "label": i % 2,
+              "reference": ("negative", "positive")[i % 2]} for i in range(24)]
+HOC_LABELS = ("sustaining proliferative signaling", "resisting cell death", "inducing angiogenesis")
+HOC_ROWS = [{"id": str(1000 + i), "input": f"abstract {i} about tumour growth",
+             "labels": sorted(HOC_LABELS[: 1 + i % 3]), "reference": ";".join(sorted(HOC_LABELS[: 1 + i % 3]))}
+            for i in range(12)]
+
+
+def sst2_bad_cases(shared_data: Path | None = None, injection: bool = False) -> dict[str, Any]:
+    """A deterministic mix on 24 sst2 dev rows (real ones from ``shared_data``, else the inline
+    ones): right, flipped, empty and chatty answers."""
     from ftbench.tasks import get_task
 
     task = get_task("sst2")
-    rows = dev_rows(shared_data, "sst2", 24)
+    rows = dev_rows(shared_data, "sst2", 24) if shared_data else copy.deepcopy(SST2_ROWS)
     preds = []
     for i, r in enumerate(rows):
         gold = r["reference"]
@@ -95,19 +108,19 @@ def test_wrong_predictions_sampled_deterministically_from_real_dev_rows(shared_d
     assert collect_bad_cases(task, rows, tmp_path / "missing.jsonl", None) is None
 
 
-def test_multilabel_task_counts_partial_answers_wrong(shared_data):
+def test_multilabel_task_counts_partial_answers_wrong():
     from ftbench.tasks import get_task
 
     task = get_task("hoc")
-    rows = dev_rows(shared_data, "hoc", 12)
+    rows = copy.deepcopy(HOC_ROWS)
     preds = [task.format_completion(r) if i < 6 else "" for i, r in enumerate(rows)]
     out = sample_bad_cases(task, rows, preds)
     assert out["wrong"] == 6 and out["empty"] == 6 and out["truncated"] is None
     assert rule_diagnosis(out)["categories"] == {"format_error": {"count": 6, "share": 1.0}}
 
 
-def test_rule_diagnosis_counts_shares_and_directions(shared_data):
-    bad = sst2_bad_cases(shared_data)
+def test_rule_diagnosis_counts_shares_and_directions():
+    bad = sst2_bad_cases()
     assert (bad["n"], bad["wrong"], bad["empty"], bad["unparsed"]) == (24, 18, 6, 12)
     d = rule_diagnosis(bad)
     assert d["source"] == "rules" and d["wrong"] == 18
@@ -118,10 +131,10 @@ def test_rule_diagnosis_counts_shares_and_directions(shared_data):
     assert text.startswith("rules: 18/24 wrong") and "try prompt_format" in text and len(text) <= 400
 
 
-def test_rule_diagnosis_recorded_durably_and_replayed(shared_data, tmp_path):
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=2, children_per_expansion=1)
+def test_rule_diagnosis_recorded_durably_and_replayed(tmp_path):
+    s = make_state(tmp_path, max_trials=2, children_per_expansion=1)
     s.next_node("t0")
-    s.finish("n0", {"score": 0.25, "metrics": {"accuracy": 0.25}, "bad_cases": sst2_bad_cases(shared_data)})
+    s.finish("n0", outcome(0.25, bad_cases=sst2_bad_cases()))
     node = s.tree.nodes["n0"]
     assert node.diagnosis.startswith("rules: 18/24 wrong") and node.diagnosis_detail["source"] == "rules"
     events = list(read_events(tmp_path / "events.jsonl"))
@@ -131,7 +144,7 @@ def test_rule_diagnosis_recorded_durably_and_replayed(shared_data, tmp_path):
     s.close("over")
     saved = json.loads((tmp_path / "tree.json").read_text())
     assert saved["nodes"][0]["diagnosis_detail"]["categories"]["format_error"]["count"] == 6
-    s.record_diagnosis("n0", rule_diagnosis(sst2_bad_cases(shared_data)))  # late: dropped, no error
+    s.record_diagnosis("n0", rule_diagnosis(sst2_bad_cases()))  # late: dropped, no error
     assert sum(e["type"] == "node_diagnosed" for e in read_events(tmp_path / "events.jsonl")) == 1
 
 
@@ -139,9 +152,9 @@ def test_rule_diagnosis_recorded_durably_and_replayed(shared_data, tmp_path):
 def test_llm_diagnosis_against_the_real_server(llama_url, shared_data, tmp_path):
     bad = sst2_bad_cases(shared_data)
     bad["cases"] = bad["cases"][:2]  # a short prompt keeps the CPU server quick
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=2, children_per_expansion=1)
+    s = make_state(tmp_path, max_trials=2, children_per_expansion=1)
     s.next_node("t0")
-    s.finish("n0", {"score": 0.25, "metrics": {"accuracy": 0.25}, "bad_cases": bad})
+    s.finish("n0", outcome(0.25, bad_cases=bad))
     d = diagnostician(llama_url, tmp_path, max_tokens=120, price_per_1k_input=0.5)
     req = s.diagnosis_request("n0")
     detail = d.diagnose(req["task"], req["node"], bad)
@@ -219,7 +232,7 @@ def test_spent_budget_means_rules_only_and_spend_survives_a_restart(fake_server,
     assert second["source"] == "rules" and "budget spent" in second["note"] and second["usage"]["calls"] == 0
     assert d.distill({"nodes": [], "insights": []}, 3) is None
     # a restarted Researcher (or a resumed run) keeps the diagnoses' spend
-    from trex_ray.llm_researcher import LLMResearcher
+    from trex_ray.researcher.llm import LLMResearcher
 
     again = LLMResearcher(llm_cfg(url, price_per_1k_input=10.0, max_cost=0.5), str(tmp_path))
     d2 = Diagnostician(again.client, again.cfg, tmp_path)
@@ -240,16 +253,16 @@ def insights_answer(*cited: str) -> str:
 def finish_trials(s: SearchState, k: int) -> None:
     for _ in range(k):
         node = s.next_node("t")
-        s.finish(node["node_id"], {"score": 0.5, "metrics": {"accuracy": 0.5}})
+        s.finish(node.node_id, outcome(0.5))
         if s.trials_left() > 0 and (b := s.begin_expansion()) is not None:
-            from trex_ray.policy import BuiltinPolicy
+            from trex_ray.researcher.builtin import BuiltinPolicy
 
-            s.add_children(b["node_id"], [p.model_dump() for p in BuiltinPolicy().propose(b["request"])], "builtin")
+            s.add_children(b.node_id, Proposal(BuiltinPolicy().propose(b), "builtin"))
 
 
 def test_insights_every_n_trials_recorded_and_shown_in_the_next_expansion(fake_server, tmp_path):
     url, script = fake_server(lambda body: insights_answer("n1", "n2", "n77"))
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=6, children_per_expansion=2)
+    s = make_state(tmp_path, max_trials=6, children_per_expansion=2)
     finish_trials(s, 2)  # the baseline and one trial
     assert s.insights_request(2) is None and s.insights_request(0) is None
     finish_trials(s, 1)
@@ -266,10 +279,9 @@ def test_insights_every_n_trials_recorded_and_shown_in_the_next_expansion(fake_s
     assert json.loads((tmp_path / "tree.json").read_text())["insights"]["items"] == out["insights"]
     # the next expansion's prompt shows them, within its token budget
     from trex_ray.llm_client import estimate_tokens
-    from trex_ray.policy import ExpansionRequest
 
     node = s.tree.select()
-    req = ExpansionRequest(task=TASK, memory=s.tree.memory(node.id), n=1, defaults=DEFAULTS)
+    req = ExpansionRequest(node_id=node.id, task=TASK, memory=s.tree.memory(node.id), n=1, defaults=DEFAULTS)
     spec = analyze_requirements(TASK, DEFAULTS)
     text = render_context(req, spec, 3000)
     assert "DISTILLED INSIGHTS" in text and "lower learning rates helped" in text
@@ -277,7 +289,7 @@ def test_insights_every_n_trials_recorded_and_shown_in_the_next_expansion(fake_s
     tight = render_context(req, spec, estimate_tokens(text) - 5)
     assert estimate_tokens(tight) <= estimate_tokens(text) - 5
     # after a restart the count goes on from the recorded distillation
-    s2 = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=6, children_per_expansion=2)
+    s2 = make_state(tmp_path, max_trials=6, children_per_expansion=2)
     assert s2.insights_request(2) is None
 
 
@@ -326,27 +338,31 @@ def test_researcher_actor_records_diagnosis_and_insights_on_the_tree_state(fake_
     """The Ray path: the Researcher actor diagnoses and distills, and records on the TreeState actor."""
     import ray
 
+    from core_helpers import config
     from trex_ray.actors import Researcher, TreeState
+    from trex_ray.config import SearchConfig
+    from trex_ray.search.plan import parse_plan
 
     url, script = fake_server(by_schema)
     bad = sst2_bad_cases(shared_data)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        state = TreeState.remote(str(tmp_path), SearchParams(), TASK, DEFAULTS, 3, 1)
-        researcher = Researcher.remote("llm", llm_cfg(url, insights_every=1), str(tmp_path))
+        cfg = config(max_trials=3, children_per_expansion=1).model_copy(
+            update={"llm": llm_cfg(url, insights_every=1), "search": SearchConfig(max_trials=3, children_per_expansion=1, policy="llm")})
+        state = TreeState.remote(str(tmp_path), cfg, TASK)
+        researcher = Researcher.remote(cfg, str(tmp_path))
         ray.get(state.next_node.remote("t0"))
-        ray.get(state.finish.remote("n0", {"score": 0.25, "metrics": {"accuracy": 0.25}, "bad_cases": bad}))
+        ray.get(state.finish.remote("n0", outcome(0.25, bad_cases=bad)))
         ray.get(researcher.after_trial.remote("n0", bad, state))  # the baseline is no trial: no insights yet
         ray.get(state.begin_expansion.remote())
-        ray.get(state.add_children.remote("n0", [plan_dict()], "test"))
+        ray.get(state.add_children.remote("n0", Proposal([parse_plan(plan_dict())], "test")))
         ray.get(state.next_node.remote("t1"))
-        ray.get(state.finish.remote("n1", {"score": 0.5, "metrics": {"accuracy": 0.5}, "bad_cases": bad}))
+        ray.get(state.finish.remote("n1", outcome(0.5, bad_cases=bad)))
         ray.get(researcher.after_trial.remote("n1", bad, state))
         tree = ray.get(state.close.remote("test over"))
     finally:
         ray.shutdown()
-    nodes = {n["id"]: n for n in tree["nodes"]}
-    assert [nodes[n]["diagnosis_detail"]["source"] for n in ("n0", "n1")] == ["llm", "llm"]
-    assert tree["insights"]["after_trials"] == 1 and tree["insights"]["items"][0]["nodes"] == ["n0", "n1"]
+    assert [tree.nodes[n].diagnosis_detail["source"] for n in ("n0", "n1")] == ["llm", "llm"]
+    assert tree.insights_after == 1 and tree.insights[0]["nodes"] == ["n0", "n1"]
     kinds = [json.loads(x)["kind"] for x in (tmp_path / DIAGNOSES_FILE).read_text().splitlines()]
     assert kinds == ["diagnosis", "diagnosis", "insights"] and len(script.requests) == 3

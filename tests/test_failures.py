@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from trex_ray.config import load_config
-from trex_ray.ledger import read_events
+from trex_ray.search.ledger import read_events
 
 
 def _search_with_injected_plans(tiny_model_dir, tmp_path, extra_plans, max_failures=0, on_running=None, concurrency=2):
@@ -21,31 +21,32 @@ def _search_with_injected_plans(tiny_model_dir, tmp_path, extra_plans, max_failu
     import ray
     from ray import tune
 
+    from core_helpers import outcome
     from test_search import tiny_args
     from trex_ray.actors import Researcher, TreeState
-    from trex_ray.executor import TrialContext
+    from trex_ray.executor.context import TrialContext
+    from trex_ray.executor.trial import trainable
     from trex_ray.run import preflight
+    from trex_ray.search.plan import parse_plan
+    from trex_ray.search.request import Proposal
     from trex_ray.searcher import TreeSearcher, TrialErrorCallback
-    from trex_ray.trial import run_trial, trial_resources
-    from trex_ray.tree import SearchParams
 
     cfg = load_config(None, tiny_args(tiny_model_dir, tmp_path, "f", trials=len(extra_plans)) + ["--task.dev_limit=8"])
-    spec = preflight(cfg)
+    _, spec = preflight(cfg)
     run_dir = tmp_path / "f"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        state = TreeState.remote(str(run_dir), SearchParams(), spec, cfg.train.model_dump(), len(extra_plans), 3)
-        ctx = TrialContext(task="sst2", paths={}, model=cfg.model.model_dump(), run_dir=str(run_dir), dev_limit=8,
-                           resources=cfg.resources.trial_resources().model_dump()).to_dict()
+        state = TreeState.remote(str(run_dir), cfg, spec)
+        ctx = TrialContext.of(cfg, run_dir, None)
         # the root runs first; its children are the injected plans
         ray.get(state.next_node.remote("root"))
-        ray.get(state.finish.remote("n0", {"score": 0.0, "metrics": {"accuracy": 0.0}}))
+        ray.get(state.finish.remote("n0", outcome(0.0)))
         ray.get(state.begin_expansion.remote())
-        ray.get(state.add_children.remote("n0", extra_plans, "test"))
-        searcher = TreeSearcher(state, Researcher.remote("builtin"), ctx)
+        ray.get(state.add_children.remote("n0", Proposal([parse_plan(p) for p in extra_plans], "test")))
+        searcher = TreeSearcher(state, Researcher.remote(cfg))
         if on_running:
             on_running(run_dir)
-        tune.Tuner(tune.with_resources(run_trial, trial_resources),
+        tune.Tuner(trainable(ctx),
                    tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency),
                    run_config=tune.RunConfig(storage_path=str(run_dir / "tune"), verbose=0,
                                              failure_config=tune.FailureConfig(max_failures=max_failures),
@@ -65,9 +66,9 @@ def _plan(**training) -> dict:
 def test_a_plans_own_error_is_a_failed_node_with_its_cause(tiny_model_dir, tmp_path):
     bad = _plan(method="lora", lora_target_modules=["no_such_proj"])
     tree = _search_with_injected_plans(tiny_model_dir, tmp_path, [bad, _plan()])
-    nodes = {n["id"]: n for n in tree["nodes"]}
-    assert nodes["n1"]["status"] == "failed" and "no_such_proj" in nodes["n1"]["failure"]
-    assert nodes["n2"]["status"] == "succeeded" and nodes["n2"]["score"] is not None  # the search went on
+    nodes = tree.nodes
+    assert nodes["n1"].status == "failed" and "no_such_proj" in nodes["n1"].failure
+    assert nodes["n2"].status == "succeeded" and nodes["n2"].score is not None  # the search went on
     events = list(read_events(tmp_path / "f" / "events.jsonl"))
     assert sum(e["type"] == "node_started" and e["node_id"] == "n1" for e in events) == 1  # not retried
 
@@ -98,8 +99,8 @@ def test_a_killed_trial_process_is_retried_then_recorded(tiny_model_dir, tmp_pat
     slow["recipe"]["steps"][1]["n"] = 400  # long enough to be caught mid-training, twice
     tree = _search_with_injected_plans(tiny_model_dir, tmp_path, [slow, _plan()], max_failures=1,
                                        on_running=killer, concurrency=1)
-    nodes = {n["id"]: n for n in tree["nodes"]}
+    nodes = tree.nodes
     assert len(killed) == 2  # the first attempt and its one retry
-    assert nodes["n1"]["status"] == "failed" and nodes["n1"]["failure"].startswith("infrastructure: trial failed after 2 attempt")
-    assert nodes["n2"]["status"] == "succeeded"
+    assert nodes["n1"].status == "failed" and nodes["n1"].failure.startswith("infrastructure: trial failed after 2 attempt")
+    assert nodes["n2"].status == "succeeded"
 

@@ -8,12 +8,31 @@ import logging
 import re
 from pathlib import Path
 
-from trex_ray.plan import Plan
+from core_helpers import make_state, outcome, proposal, trial_context
+from test_core import build
+from trex_ray.search.plan import Plan
+from trex_ray.search.tree import Tree
+
+PLAN = {"direction": "baseline", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
 
 
-def _ctx(model_dir: Path, run_dir: Path) -> dict:
-    return {"task": "sst2", "paths": {}, "model": {"name_or_path": str(model_dir)}, "run_dir": str(run_dir),
-            "eval_batch_size": 16, "threads": 1}
+def _ctx(model_dir: Path, run_dir: Path, **kw):
+    return trial_context(model_dir, run_dir, eval_batch_size=16, **kw)
+
+
+def _tree(nodes: list[tuple[str, str | None, str, float | None, dict]], artifacts: dict[str, dict] | None = None) -> Tree:
+    """A tree from (id, parent, status, score, plan) rows, in order."""
+    events: list[dict] = []
+    for i, (nid, parent, status, score, plan) in enumerate(nodes):
+        events.append({"type": "node_planned", "node_id": nid, "parent_id": parent, "plan": plan})
+        if status == "succeeded":
+            events.append({"type": "node_finished", "node_id": nid, "score": score, "metrics": {},
+                           "cost": {"wall_seconds": 1.0}, "artifacts": (artifacts or {}).get(nid)})
+        elif status == "failed":
+            events.append({"type": "node_failed", "node_id": nid, "cause": "boom", "cost": {"wall_seconds": 1.0}})
+        elif status == "pruned":
+            events.append({"type": "node_pruned", "node_id": nid, "reason": "run ended"})
+    return build(events)
 
 
 def test_merged_export_matches_the_adapter(tiny_model_dir, tmp_path):
@@ -21,7 +40,7 @@ def test_merged_export_matches_the_adapter(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trex_ray.final import export_merged, final_evaluation
+    from trex_ray.executor.final import export_merged, final_evaluation
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -39,12 +58,10 @@ def test_merged_export_matches_the_adapter(tiny_model_dir, tmp_path):
     assert not torch.allclose(expected, plain, atol=1e-3)  # the adapter matters
 
     # the end of a run with a LoRA best node: test scores (adapter applied on the base) and the export
-    plan = {"direction": "baseline", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
-    tree = {"root": "n0", "best": "n1", "nodes": [
-        {"id": "n0", "parent_id": None, "plan": plan, "artifacts": {}},
-        {"id": "n1", "parent_id": "n0", "plan": plan | {"direction": "method", "training": {"method": "lora"}},
-         "artifacts": {"model": str(adapter)}}]}
-    out = final_evaluation(_ctx(tiny_model_dir, tmp_path), tree, test_limit=8, export=True)
+    tree = _tree([("n0", None, "succeeded", 0.5, PLAN),
+                  ("n1", "n0", "succeeded", 0.6, PLAN | {"direction": "method", "training": {"method": "lora"}})],
+                 {"n1": {"model": str(adapter)}})
+    out = final_evaluation(_ctx(tiny_model_dir, tmp_path), tree.root, tree.best(), "accuracy", test_limit=8, export=True)
     assert "test_error" not in out and "export_error" not in out
     assert out["base_test_metrics"]["n"] == 8 and out["best_test_metrics"]["n"] == 8 and out["test_node"] == "n1"
     assert len((tmp_path / "nodes" / "n1" / "test_predictions.jsonl").read_text().splitlines()) == 8
@@ -60,37 +77,32 @@ def test_merged_export_matches_the_adapter(tiny_model_dir, tmp_path):
 
 
 def test_final_evaluation_records_a_missing_test_split_instead_of_raising(tiny_model_dir, tmp_path):
-    from trex_ray.final import final_evaluation
+    from trex_ray.executor.final import final_evaluation
 
     data = tmp_path / "data"
     data.mkdir()
     (data / "test.jsonl").write_text("")  # present but empty: the task's loader rejects it
-    ctx = _ctx(tiny_model_dir, tmp_path) | {"paths": {"test": str(data / "test.jsonl")}}
-    plan = {"direction": "baseline", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
-    tree = {"root": "n0", "best": None, "nodes": [{"id": "n0", "parent_id": None, "plan": plan, "artifacts": {}}]}
-    out = final_evaluation(ctx, tree, test_limit=8)
+    from dataclasses import replace
+
+    ctx = _ctx(tiny_model_dir, tmp_path)
+    ctx = replace(ctx, task=ctx.task.model_copy(update={"test_path": str(data / "test.jsonl")}))
+    tree = _tree([("n0", None, "succeeded", 0.5, PLAN)])
+    out = final_evaluation(ctx, tree.root, tree.best(), "accuracy", test_limit=8)
     assert out["base_test_score"] is None and out["best_test_score"] is None
     assert "test" in out["test_error"]
-    assert final_evaluation(ctx, tree, test_limit=0) == {"base_test_score": None, "best_test_score": None, "test_limit": 0}
+    assert final_evaluation(ctx, tree.root, None, "accuracy", test_limit=0) == {
+        "base_test_score": None, "best_test_score": None, "test_limit": 0}
 
 
-def _synthetic_tree() -> dict:
-    plan = {"direction": "baseline", "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
-    kid = copy.deepcopy(plan) | {"direction": "more_data", "training": {"method": "lora"}}
-
-    def node(i: int, parent: str | None, status: str, score: float | None, p: dict) -> dict:
-        return {"id": f"n{i}", "parent_id": parent, "depth": 0 if parent is None else 1, "plan": p, "status": status,
-                "score": score, "children": [], "cost": {"wall_seconds": 1.0}, "finished_at": float(i), "metrics": {}}
-
-    nodes = [node(0, None, "succeeded", 0.2, plan), node(1, "n0", "succeeded", 0.6, kid),
-             node(2, "n0", "failed", None, kid), node(3, "n0", "pruned", None, kid)]
-    nodes[0]["children"] = ["n1", "n2", "n3"]
-    return {"root": "n0", "base_score": 0.2, "best": "n1", "nodes": nodes}
+def _synthetic_tree() -> Tree:
+    kid = copy.deepcopy(PLAN) | {"direction": "more_data", "training": {"method": "lora"}}
+    return _tree([("n0", None, "succeeded", 0.2, PLAN), ("n1", "n0", "succeeded", 0.6, kid),
+                  ("n2", "n0", "failed", None, kid), ("n3", "n0", "pruned", None, kid)])
 
 
 def test_failed_and_pruned_nodes_are_drawn_apart_and_best_so_far_is_monotone(tmp_path):
-    from trex_ray.report import RunData, best_so_far
-    from trex_ray.report_page import tree_figure
+    from trex_ray.report.data import RunData, best_so_far
+    from trex_ray.report.page import tree_figure
 
     run = RunData(run_dir=tmp_path, tree=_synthetic_tree(), task="sst2", metric="accuracy")
     fig = tree_figure(run)
@@ -120,7 +132,7 @@ LINE = re.compile(
 
 
 def test_live_view_prints_one_parseable_line_per_event(caplog):
-    from trex_ray.progress import LiveView
+    from trex_ray.report.live import LiveView
 
     plan = Plan.model_validate({"direction": "method", "recipe": {"steps": [
         {"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}, "training": {"method": "lora"}})
@@ -148,27 +160,25 @@ def test_live_view_prints_one_parseable_line_per_event(caplog):
 
 
 def test_live_report_follows_the_state_and_never_breaks_it(tmp_path, monkeypatch):
-    from test_core import DEFAULTS, TASK
+    import trex_ray.report.page as page
 
-    import trex_ray.report as report
-    from trex_ray.state import SearchState
-    from trex_ray.tree import SearchParams
+    def views(run_dir, tree):  # what the driver hands the TreeState: the report, from the live tree
+        page.write_report(run_dir, tree)
 
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=2, children_per_expansion=2,
-                    live_report=True)
+    s = make_state(tmp_path, max_trials=2, children_per_expansion=2, on_change=views)
     s.next_node("t0")
-    s.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    s.finish("n0", outcome(0.5))
     md = (tmp_path / "report.md").read_text()
     assert "in progress" in md and "| n0 |" in md and (tmp_path / "report.html").is_file()
-    assert s.begin_expansion()["node_id"] == "n0"
+    assert s.begin_expansion().node_id == "n0"
     kid = {"direction": "more_data", "training": {"method": "lora"},
            "recipe": {"steps": [{"op": "load"}, {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
-    assert s.add_children("n0", [kid], "test") == ["n1"]
+    assert s.add_children("n0", proposal([kid], "test")) == ["n1"]
 
-    def broken(run_dir):  # a report bug must not stop the run
+    def broken(run_dir, tree=None):  # a report bug must not stop the run
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(report, "write_report", broken)
+    monkeypatch.setattr(page, "write_report", broken)
     s.fail("n1", "RuntimeError: out of memory")
     assert s.tree.nodes["n1"].status == "failed"
     assert "n1" not in (tmp_path / "report.md").read_text()  # the old report stays until the next good write
@@ -176,14 +186,15 @@ def test_live_report_follows_the_state_and_never_breaks_it(tmp_path, monkeypatch
 
 def test_model_card_names_the_licence_of_every_data_source():
     from ftbench.tasks import get_task
-    from trex_ray.export import data_licences
+    from trex_ray.report.hub import data_licences
 
     plan = Plan.model_validate({"direction": "more_data", "training": {"method": "lora"}, "recipe": {"steps": [
         {"op": "load"}, {"op": "concat", "sources": [{"source": "hub:org/extra"}, {"source": "/data/mine.jsonl"}]},
         {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}})
-    lines = data_licences(plan, "sst2")
+    lines = data_licences(plan, get_task("sst2"))
     assert len(lines) == 3 and get_task("sst2").licence in lines[0]
-    assert "org/extra" in lines[1] and "/data/mine.jsonl" in lines[2]
+    # a local file is named, never its folder: a pushed card must not publish the machine's paths
+    assert "org/extra" in lines[1] and "mine.jsonl" in lines[2] and "/data/" not in lines[2]
 
 
 def test_trackers_are_checked_before_ray_starts(monkeypatch):
@@ -209,3 +220,21 @@ def test_trackers_are_checked_before_ray_starts(monkeypatch):
     with pytest.raises(ConfigError, match=r"run.tracker=wandb needs wandb: pip install wandb"):
         check_trackers(cfg)
     check_trackers(load_config(None, ["--run.tracker=tensorboard"]))  # TensorBoard needs nothing extra
+
+
+def test_model_card_names_the_hub_base_model_and_the_run(tmp_path):
+    """The builtin model is named by its Hub id (with how it was made), the card says which run
+    it came from, and local data paths are reduced to file names."""
+    from ftbench.tasks import get_task
+    from trex_ray.config import Config
+    from trex_ray.report.hub import model_card
+
+    kid = PLAN | {"direction": "more_data", "training": {"method": "lora"}, "recipe": {"steps": [
+        {"op": "load"}, {"op": "concat", "sources": [{"source": "/home/alice/secret/extra.jsonl"}]},
+        {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
+    tree = _tree([("n0", None, "succeeded", 0.5, PLAN), ("n1", "n0", "succeeded", 0.7, kid)])
+    summary = {"best_node": "n1", "trials": 1, "base_score": 0.5, "best_score": 0.7}
+    card = model_card(Config(), get_task("sst2"), tree, summary, "20261130-190000")
+    assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in card and "dequantised from the Q4_1" in card
+    assert "Node `n1` of run `20261130-190000`" in card and "None" not in card.split("## Scores")[0]
+    assert "extra.jsonl" in card and "/home/alice" not in card

@@ -10,7 +10,7 @@ import pytest
 
 from llm_helpers import after_trial_answer, fake_server  # noqa: F401 (fixture)
 from trex_ray.config import load_config
-from trex_ray.ledger import read_events
+from trex_ray.search.ledger import read_events
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from llm_helpers import TASK, fake_server, llm_cfg, plan_dict, request_for, small_tree  # noqa: F401 (fixture)
-from trex_ray.llm_memory import CLOSE, OPEN
-from trex_ray.llm_researcher import EXPANSIONS_FILE, REQUIREMENT_FILE, LLMResearcher
-from trex_ray.plan import Plan
+from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.researcher.llm import EXPANSIONS_FILE, REQUIREMENT_FILE, LLMResearcher
+from trex_ray.search.plan import Plan
 
 DIRECTION = json.dumps({"direction": "hyperparameters", "reasoning": "lr helped on the path"})
 
@@ -156,7 +156,9 @@ def test_budget_stops_llm_calls(fake_server, tmp_path):
 
 
 def test_no_endpoint_configured_falls_back_without_calls():
-    out = LLMResearcher({}).propose_detailed(request_for(small_tree(), "n0", n=2))
+    from trex_ray.config import LLMConfig
+
+    out = LLMResearcher(LLMConfig()).propose_detailed(request_for(small_tree(), "n0", n=2))
     assert out.source == "builtin-fallback" and "no LLM configured" in out.note and len(out.plans) == 2
 
 

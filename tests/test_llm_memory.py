@@ -11,9 +11,11 @@ import pytest
 from llm_helpers import DEFAULTS, TASK, plan_dict, request_for, small_tree
 from trex_ray.config import ConfigError, load_config, options_help
 from trex_ray.llm_client import estimate_tokens, extract_json, response_format
-from trex_ray.llm_memory import CLOSE, OPEN, analyze_requirements, render_context
-from trex_ray.llm_researcher import DirectionChoice, PlanBatch, llm_schema, validate_answer, InvalidAnswer
-from trex_ray.policy import TaskSpec
+from trex_ray.researcher.context import analyze_requirements, render_context
+from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.researcher.answers import InvalidAnswer, llm_schema, validate_answer
+from trex_ray.researcher.llm import DirectionChoice, PlanBatch
+from trex_ray.search.request import TaskSpec
 
 
 def omitted(text: str) -> dict:
@@ -122,10 +124,11 @@ def test_llm_config_and_preflight_fail_fast(monkeypatch):
 
 def test_researcher_core_builtin_and_llm_fallback():
     from trex_ray.actors import ResearcherCore
+    from trex_ray.config import Config
 
     req = request_for(small_tree(), "n0", n=2)
-    builtin = ResearcherCore("builtin").propose(req)
-    assert builtin["source"] == "builtin" and len(builtin["plans"]) == 2 and "note" not in builtin
-    llm = ResearcherCore("llm", {}, None).propose(req)
-    assert llm["source"] == "builtin-fallback" and "no LLM configured" in llm["note"]
-    assert llm["plans"] == builtin["plans"] and llm["usage"]["calls"] == 0
+    builtin = ResearcherCore(Config()).propose(req)
+    assert builtin.source == "builtin" and len(builtin.plans) == 2 and builtin.note is None
+    llm = ResearcherCore(Config.model_validate({"search": {"policy": "llm"}})).propose(req)
+    assert llm.source == "builtin-fallback" and "no LLM configured" in llm.note
+    assert llm.plans == builtin.plans and llm.usage["calls"] == 0

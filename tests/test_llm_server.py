@@ -14,9 +14,10 @@ import pytest
 
 from llm_helpers import TASK, llm_cfg, plan_dict, request_for, small_tree
 from trex_ray.llm_client import LLMClient, estimate_tokens
-from trex_ray.llm_memory import analyze_requirements, render_context
-from trex_ray.llm_researcher import EXPANSIONS_FILE, PlanBatch, LLMResearcher, llm_schema, validate_answer
-from trex_ray.plan import Plan
+from trex_ray.researcher.context import analyze_requirements, render_context
+from trex_ray.researcher.answers import llm_schema, validate_answer
+from trex_ray.researcher.llm import EXPANSIONS_FILE, PlanBatch, LLMResearcher
+from trex_ray.search.plan import Plan
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python is not installed")

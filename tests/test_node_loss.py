@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trex_ray.ledger import read_events
+from trex_ray.search.ledger import read_events
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

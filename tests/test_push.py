@@ -125,25 +125,28 @@ def _plan(direction: str, training: dict | None) -> dict:
 def finished_run(tiny_model_dir, tmp_path) -> Path:
     """A finished run directory as run_search leaves it: config.yaml, summary.json and best/
     (the tiny model's weights and tokenizer, plus the real model card)."""
-    from trex_ray.export import write_model_card
+    from ftbench.tasks import get_task
+    from test_core import build
+    from trex_ray.report.hub import write_model_card
 
     run_dir = tmp_path / "runs" / "r1"
     run_dir.mkdir(parents=True)
     cfg = load_config(None, [f"--model.name_or_path={tiny_model_dir}", "--run.run_id=r1"])
     (run_dir / "config.yaml").write_text(dump_config(cfg))
     shutil.copytree(tiny_model_dir, run_dir / "best")
-    tree = {"root": "n0", "best": "n1", "nodes": [
-        {"id": "n0", "parent_id": None, "plan": _plan("baseline", None), "score": 0.5},
-        {"id": "n1", "parent_id": "n0", "plan": _plan("method", {"method": "full"}), "score": 0.75}]}
+    tree = build([{"type": "node_planned", "node_id": "n0", "parent_id": None, "plan": _plan("baseline", None)},
+                  {"type": "node_finished", "node_id": "n0", "score": 0.5, "metrics": {}},
+                  {"type": "node_planned", "node_id": "n1", "parent_id": "n0", "plan": _plan("method", {"method": "full"})},
+                  {"type": "node_finished", "node_id": "n1", "score": 0.75, "metrics": {}}])
     summary = {"best_node": "n1", "trials": 1, "base_score": 0.5, "best_score": 0.75,
                "base_test_score": 0.5, "best_test_score": 0.7, "run_dir": str(run_dir)}
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    write_model_card(run_dir, cfg, tree, summary)
+    write_model_card(run_dir, cfg, get_task("sst2"), tree, summary)
     return run_dir
 
 
 def push_later(run_dir: Path, repo: str, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trex_ray.export", str(run_dir), "--push-to-hub", repo, *extra],
+    return subprocess.run([sys.executable, "-m", "trex_ray", "push", str(run_dir), "--push-to-hub", repo, *extra],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -188,7 +191,7 @@ def test_failed_push_loses_nothing_and_says_how_to_retry(hub, finished_run):
     (line,) = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
     assert "push to the Hub repo someone/tiny-sst2 failed" in line and "403" in line
     assert f"results are safe in {finished_run}" in line
-    assert f"python -m trex_ray.export {finished_run} --push-to-hub someone/tiny-sst2" in line
+    assert f"python -m trex_ray push {finished_run} --push-to-hub someone/tiny-sst2" in line
     summary = json.loads((finished_run / "summary.json").read_text())
     assert summary["push"]["status"] == "failed" and "403" in summary["push"]["error"]
     assert {p: p.read_bytes() for p in (finished_run / "best").rglob("*") if p.is_file()} == before
@@ -232,6 +235,6 @@ def test_push_inputs_are_checked_before_any_compute(tiny_model_dir, tmp_path, ar
 
 def test_push_flag_sets_the_config_field_and_resume_refuses_it(tmp_path):
     r = launch("--resume", str(tmp_path), "--push-to-hub", "user/x", cwd=tmp_path, env=hub_env(None))
-    assert r.returncode == 2 and "python -m trex_ray.export RUN_DIR --push-to-hub REPO" in r.stderr
+    assert r.returncode == 2 and "python -m trex_ray push RUN_DIR --push-to-hub REPO" in r.stderr
     assert load_config(None, ["--run.push_to_hub=user/x"]).run.push_to_hub == "user/x"
     assert load_config(None, []).run.push_to_hub is None and load_config(None, []).run.hub_private

@@ -17,8 +17,8 @@ datasets = pytest.importorskip("datasets")
 datasets.disable_progress_bars()
 
 from ftbench.tasks.sst2 import SST2  # noqa: E402
-from trex_ray.plan import parse_plan  # noqa: E402
-from trex_ray.recipe import Decontaminator, RecipeError, build_recipe  # noqa: E402
+from trex_ray.search.plan import parse_plan  # noqa: E402
+from trex_ray.recipes.build import Decontaminator, RecipeError, build_recipe  # noqa: E402
 from trex_ray.recipes.ops import Recipe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,7 +289,8 @@ def test_check_cli(data, tmp_path):
 
 
 def test_policy_data_quality_variant_builds(data):
-    from trex_ray.policy import BuiltinPolicy, TaskSpec, first_plan
+    from trex_ray.researcher.builtin import BuiltinPolicy, first_plan
+    from trex_ray.search.request import TaskSpec
 
     task = TaskSpec(id="sst2", description="", metric="accuracy", higher_is_better=True,
                     prompt_template="Review: {input}", completion_template="{reference}", train_rows=40,

@@ -18,10 +18,10 @@ datasets.disable_progress_bars()
 from ftbench.tasks.sst2 import SST2  # noqa: E402
 from llm_helpers import fake_server, free_port  # noqa: E402,F401 (fixture)
 from llm_helpers import llm_cfg as _llm_cfg  # noqa: E402
-from trex_ray.plan import parse_plan  # noqa: E402
+from trex_ray.search.plan import parse_plan  # noqa: E402
 from trex_ray.recipes.build import build_recipe  # noqa: E402
 from trex_ray.recipes.ops import Recipe  # noqa: E402
-from trex_ray.recipes.sources import RecipeError  # noqa: E402
+from trex_ray.recipes.ops import RecipeError  # noqa: E402
 
 
 def llm_cfg(url: str | None, **over):  # unpaced unless a test is about pacing
@@ -73,7 +73,7 @@ def test_paraphrase_with_real_llm_then_cache_without_llm(llama_url, data, tmp_pa
     assert synth_stats(st2)["llm"] == s["llm"]  # the stats are the first build's, not new calls
     # Another model (or dialect) is another cache entry, so it does call the LLM (and fails here).
     with pytest.raises(RecipeError, match=r"step 1 \(synthesize\): the LLM endpoint failed"):
-        build_recipe(r, SST2, data["paths"], cache, llm={**dead, "model": "other"})
+        build_recipe(r, SST2, data["paths"], cache, llm=dead.model_copy(update={"model": "other"}))
 
 
 # ---------------------------------------------------------------- validation of what comes back
@@ -144,8 +144,10 @@ def test_requests_are_paced_by_synthesis_rpm(fake_server, data):
 @pytest.mark.parametrize("llm, missing", [(None, "llm.base_url"), ({"base_url": None, "model": "m"}, "llm.base_url"),
                                           ({"base_url": "http://127.0.0.1:9/v1", "model": None}, "llm.model")])
 def test_unconfigured_llm_is_one_clear_error(data, llm, missing):
+    from trex_ray.config import LLMConfig
+
     with pytest.raises(RecipeError) as e:
-        build_recipe(recipe(PARA), SST2, data["paths"], llm=llm)
+        build_recipe(recipe(PARA), SST2, data["paths"], llm=LLMConfig(**llm) if llm is not None else None)
     assert str(e.value) == f"step 1 (synthesize): synthesize needs an LLM, but the run's config sets no {missing}"
 
 
@@ -202,6 +204,6 @@ def test_check_cli_validates_synthesize_without_an_llm(data, tmp_path):
 
 
 def test_new_ops_are_in_the_researchers_vocabulary():
-    from trex_ray.llm_researcher import _step_ops
+    from trex_ray.researcher.llm import _step_ops
 
     assert {"filter_language", "synthesize"} <= set(_step_ops())

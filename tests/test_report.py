@@ -109,6 +109,7 @@ def test_model_card_lists_what_the_model_is(run):
     card = (run_dir / "best" / "README.md").read_text(encoding="utf-8")
     cfg = load_config(run_dir / "config.yaml")
     assert f"base_model: \"{cfg.model.name_or_path}\"" in card
+    assert f"of run `{run_dir.name}`" in card
     assert "`sst2`" in card and "accuracy" in card
     assert f"{summary['best_score']:.4f}" in card and f"{summary['best_test_score']:.4f}" in card
     assert f"{summary['base_test_score']:.4f}" in card
@@ -125,7 +126,7 @@ def test_best_model_reloads_and_reproduces_its_dev_score(run):
     from ftbench.evaluate import evaluate
     from ftbench.task import load_split
     from ftbench.tasks import get_task
-    from trex_ray.plan import Plan
+    from trex_ray.search.plan import Plan
 
     run_dir, summary = run
     best = next(n for n in _tree(run_dir)["nodes"] if n["id"] == summary["best_node"])
@@ -229,17 +230,22 @@ def test_wandb_tracker_logs_every_trial_offline(run):
 
 def _hostile_copy(run_dir: Path, dest: Path) -> Path:
     """The run's files with a node whose plan text tries to break out of the page."""
-    from trex_ray.report import write_report
+    from trex_ray.report.page import write_report
 
     dest.mkdir()
     for name in ("tree.json", "events.jsonl", "summary.json", "config.yaml"):
         shutil.copy(run_dir / name, dest / name)
-    tree = _tree(dest)
-    node = next(n for n in tree["nodes"] if n["id"] == tree["best"])
-    node["plan"]["rationale"] = EVIL
-    node["diagnosis"] = "%DATA% %PLOTLYJS% | pipe"
-    tree["insights"] = {"after_trials": 3, "items": [{"kind": "helped", "text": "lower lr " + EVIL, "nodes": [node["id"]]}]}
-    (dest / "tree.json").write_text(json.dumps(tree))
+    best = _tree(dest)["best"]
+    # the report is rebuilt from the ledger: the hostile text goes where a run would record it
+    events = [json.loads(line) for line in (dest / "events.jsonl").read_text().splitlines()]
+    for e in events:
+        if e["type"] == "node_planned" and e["node_id"] == best:
+            e["plan"]["rationale"] = EVIL
+    extra = [{"type": "node_diagnosed", "node_id": best, "diagnosis": "%DATA% %PLOTLYJS% | pipe"},
+             {"type": "insights_distilled", "after_trials": 3,
+              "insights": [{"kind": "helped", "text": "lower lr " + EVIL, "nodes": [best]}]}]
+    events = events[:-1] + extra + events[-1:]  # before run_finished: the run still reads as finished
+    (dest / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     write_report(dest)
     return dest
 

@@ -16,13 +16,13 @@ from typing import Any, Callable
 import pytest
 
 from llm_helpers import llm_cfg, plan_dict, request_for, serve, small_tree, stop_servers
-from trex_ray.config import Config, TaskConfig, dump_config
+from trex_ray.config import TaskConfig
 from trex_ray.llm_client import LLMClient
-from trex_ray.llm_memory import CLOSE, OPEN
-from trex_ray.llm_researcher import EXPANSIONS_FILE, LLMResearcher
-from trex_ray.research import (SearchHubArgs, SearchPapersArgs, ToolError, Toolbox, parse_arxiv, search_hub,
+from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.researcher.llm import EXPANSIONS_FILE, LLMResearcher
+from trex_ray.researcher.tools import (SearchHubArgs, SearchPapersArgs, ToolError, Toolbox, parse_arxiv, search_hub,
                                search_papers)
-from trex_ray.research_loop import RESEARCH_FILE, ResearchLog, render_findings, research
+from trex_ray.researcher.research import RESEARCH_FILE, ResearchLog, render_findings, research
 
 ARXIV_SAMPLE = """<?xml version="1.0" encoding="UTF-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom" xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/"
@@ -206,7 +206,7 @@ def test_arxiv_atom_parsing_and_hostile_xml():
 
 
 # ---------------------------------------------------------------- the loop against a scripted server
-def client_for(url: str, **over: Any) -> tuple[LLMClient, dict]:
+def client_for(url: str, **over: Any) -> tuple[LLMClient, Any]:
     cfg = llm_cfg(url, **over)
     return LLMClient(cfg), cfg
 
@@ -294,12 +294,11 @@ DIRECTION = json.dumps({"direction": "data_quality", "reasoning": "more labelled
 def test_researcher_runs_research_once_and_cites_findings(tool_server, shared_data, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    cfg = Config(task=TaskConfig(name="hoc", data_dir=str(shared_data / "hoc"), extra_sources=[str(shared_data / "sst2")]))
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    task = TaskConfig(name="hoc", data_dir=str(shared_data / "hoc"), extra_sources=[str(shared_data / "sst2")])
     plans = json.dumps({"differences": "lr", "plans": [plan_dict(lr=5e-4, rationale="cleaner data, see [F1]"),
                                                        plan_dict(lr=7e-5, rationale="lower lr")]})
     url, seen = tool_server([tool_reply(("list_local_datasets", {})), "done", DIRECTION, plans])
-    r = LLMResearcher(llm_cfg(url, tool_calling="auto"), str(run_dir))
+    r = LLMResearcher(llm_cfg(url, tool_calling="auto"), str(run_dir), task)
     out = r.propose_detailed(request_for(small_tree(), "n2", n=2))
     assert out.source == "llm" and out.findings == ["F1"] and out.usage["calls"] == 4
     # the planning prompts carry the findings as quoted data, and the plan step asks for citations
@@ -314,7 +313,7 @@ def test_researcher_runs_research_once_and_cites_findings(tool_server, shared_da
     assert log_entry["findings"] == ["F1"] and log_entry["cited"] == [["F1"], []]
     # resume: the findings come back from research.jsonl and no research call is made again
     url2, seen2 = tool_server([DIRECTION, plans.replace("5e-4", "6e-4").replace("7e-05", "9e-05")])
-    r2 = LLMResearcher(llm_cfg(url2, tool_calling="auto"), str(run_dir))
+    r2 = LLMResearcher(llm_cfg(url2, tool_calling="auto"), str(run_dir), task)
     assert r2.research.done and [f["id"] for f in r2.research.findings] == ["F1"]
     out2 = r2.propose_detailed(request_for(small_tree(), "n1", n=2))
     assert out2.source == "llm" and len(seen2) == 2 and out2.findings == ["F1"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from trex_ray.config import load_config
-from trex_ray.ledger import read_events
-from trex_ray.tree import SearchParams, Tree
+from trex_ray.search.ledger import read_events
+from trex_ray.search.tree import SearchParams, Tree
 
 REPO = Path(__file__).resolve().parents[1]
 

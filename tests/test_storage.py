@@ -88,7 +88,7 @@ def test_storage_roundtrip_and_fetch(s3, tmp_path):
 
 def test_recipe_cache_on_object_storage_is_shared_and_hits(s3, shared_data, tmp_path):
     from ftbench.tasks import get_task
-    from trex_ray.plan import Recipe
+    from trex_ray.search.plan import Recipe
     from trex_ray.recipes.build import build_recipe
     from trex_ray.storage import RunStorage, run_storage_uri
 
@@ -125,7 +125,7 @@ def test_search_writes_trials_to_object_storage_and_resumes_from_it(s3, tiny_mod
     bucket; the mirrored run resumes on a "new machine" (another local folder) from its URI."""
     from test_search import tiny_args
     from trex_ray.config import load_config
-    from trex_ray.ledger import read_events
+    from trex_ray.search.ledger import read_events
     from trex_ray.run import run_search
 
     base, fs = s3
@@ -179,14 +179,15 @@ def test_search_writes_trials_to_object_storage_and_resumes_from_it(s3, tiny_mod
 def test_shared_filesystem_storage_is_used_in_place(tmp_path):
     """run.storage on a shared mount (NFS): trials write there directly, nothing is uploaded,
     and the run's own directory stays the driver's."""
-    from trex_ray.executor import TrialContext, node_dir, publish_node
+    from core_helpers import trial_context
+    from trex_ray.executor.context import node_dir, publish_node
     from trex_ray.storage import RunStorage, run_storage_uri
 
     nfs, run_dir = tmp_path / "nfs", tmp_path / "runs" / "r3"
     uri = run_storage_uri(str(nfs), run_dir)
     assert uri == str((nfs / "r3").resolve()) and not RunStorage(uri).remote
     assert run_storage_uri(None, run_dir) == str(run_dir)  # no storage: the run directory itself
-    ctx = TrialContext(task="sst2", paths={}, model={}, run_dir=str(run_dir), dev_limit=1, storage=uri)
+    ctx = trial_context("unused", run_dir, storage=uri, dev_limit=1)
     out = node_dir(ctx, "n4")
     assert out == (nfs / "r3" / "nodes" / "n4").resolve()
     arts = {"model": str(out / "model")}

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from llm_helpers import after_trial_answer, fake_server  # noqa: F401 (fixture)
-from test_core import DEFAULTS, TASK, build, finished, plan_dict, planned
+from core_helpers import make_state, outcome, proposal, request
+from test_core import build, finished, plan_dict, planned
 from test_storage import s3  # noqa: F401 (fixture: a real S3-compatible server on 127.0.0.1)
-from trex_ray.ledger import read_events
-from trex_ray.plan import Plan, parse_plan
-from trex_ray.policy import BuiltinPolicy, ExpansionRequest
-from trex_ray.state import SearchState
-from trex_ray.tree import SearchParams
+from trex_ray.researcher.builtin import BuiltinPolicy
+from trex_ray.search.ledger import read_events
+from trex_ray.search.plan import Plan, parse_plan
+from trex_ray.search.state import SearchState
+from trex_ray.search.tree import SearchParams
 
 
 def warm(**training) -> dict:
@@ -28,13 +29,13 @@ def warm(**training) -> dict:
 
 def state_with_trained_child(tmp_path: Path, max_trials: int = 10) -> SearchState:
     """Root finished, n1 (LoRA r=16) finished with a model artifact; ready for n1's children."""
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=max_trials, children_per_expansion=3)
+    s = make_state(tmp_path, max_trials=max_trials, children_per_expansion=3)
     s.next_node("t0")
-    s.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    s.finish("n0", outcome(0.5))
     s.begin_expansion()
-    s.add_children("n0", [plan_dict()], "builtin")
-    assert s.next_node("t1")["init_from"] is None
-    s.finish("n1", {"score": 0.6, "metrics": {"accuracy": 0.6}, "artifacts": {"model": "s3://b/runs/r/nodes/n1/model"}})
+    s.add_children("n0", proposal([plan_dict()], "builtin"))
+    assert s.next_node("t1").init_from is None
+    s.finish("n1", outcome(0.6, artifacts={"model": "s3://b/runs/r/nodes/n1/model"}))
     return s
 
 
@@ -52,18 +53,18 @@ def test_warm_start_is_part_of_the_fingerprint_and_the_knobs():
 def test_handout_carries_the_parents_model_and_a_requeued_node_gets_it_again(tmp_path):
     s = state_with_trained_child(tmp_path)
     s.begin_expansion()
-    assert s.add_children("n1", [warm()], "builtin") == ["n2"]
+    assert s.add_children("n1", proposal([warm()], "builtin")) == ["n2"]
     reply = s.next_node("t2")
-    assert reply["node_id"] == "n2" and reply["parent_id"] == "n1"
-    assert reply["init_from"] == "s3://b/runs/r/nodes/n1/model"
+    assert reply.node_id == "n2" and reply.parent_id == "n1"
+    assert reply.init_from == "s3://b/runs/r/nodes/n1/model"
     started = [e for e in read_events(tmp_path / "events.jsonl") if e["type"] == "node_started"]
-    assert started[-1]["init_from"] == reply["init_from"]  # the ledger says which weights it began from
+    assert started[-1]["init_from"] == reply.init_from  # the ledger says which weights it began from
     # the driver dies with n2 running; the resumed state requeues it, derives init_from again
     s.ledger.close()
-    s2 = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=10, children_per_expansion=3)
+    s2 = make_state(tmp_path, max_trials=10, children_per_expansion=3)
     assert s2.tree.nodes["n2"].status == "planned"
     again = s2.next_node("r1")
-    assert again["node_id"] == "n2" and again["init_from"] == "s3://b/runs/r/nodes/n1/model"
+    assert again.node_id == "n2" and again.init_from == "s3://b/runs/r/nodes/n1/model"
     assert s2.tree.nodes["n2"].attempts == 2
 
 
@@ -75,28 +76,28 @@ def test_handout_carries_the_parents_model_and_a_requeued_node_gets_it_again(tmp
 def test_a_warm_start_that_cannot_load_the_parents_weights_is_rejected(tmp_path, child, cause):
     s = state_with_trained_child(tmp_path)
     s.begin_expansion()
-    s.add_children("n1", [child, warm(learning_rate=5e-5)], "builtin")
+    s.add_children("n1", proposal([child, warm(learning_rate=5e-5)], "builtin"))
     reply = s.next_node("t2")
-    assert reply["node_id"] == "n3" and reply["init_from"]  # the next valid node is handed out
+    assert reply.node_id == "n3" and reply.init_from  # the next valid node is handed out
     n2 = s.tree.nodes["n2"]
     assert n2.status == "failed" and n2.trial_id is None
     assert n2.failure.startswith("cannot warm-start from parent n1") and cause in n2.failure
 
 
 def test_a_warm_start_from_the_baseline_or_a_failed_parent_is_rejected(tmp_path):
-    s = SearchState(str(tmp_path), SearchParams(), TASK, DEFAULTS, max_trials=10, children_per_expansion=3)
+    s = make_state(tmp_path, max_trials=10, children_per_expansion=3)
     s.next_node("t0")
-    s.finish("n0", {"score": 0.5, "metrics": {"accuracy": 0.5}})
+    s.finish("n0", outcome(0.5))
     s.begin_expansion()
-    s.add_children("n0", [warm(), plan_dict()], "llm")  # n1 warm from the root, n2 from scratch
-    assert s.next_node("t1")["node_id"] == "n2"
+    s.add_children("n0", proposal([warm(), plan_dict()], "llm"))  # n1 warm from the root, n2 from scratch
+    assert s.next_node("t1").node_id == "n2"
     assert s.tree.nodes["n1"].status == "failed"
     assert "parent is the untrained base model" in s.tree.nodes["n1"].failure
     s.fail("n2", "RuntimeError: CUDA out of memory")
     # a warm child of a failed node (an LLM or a hand-edited ledger could ask for one)
     s._plan_node("n2", parse_plan(warm()), "llm")
     reply = s.next_node("t3")
-    assert "node_id" not in reply
+    assert reply.node_id is None
     n3 = s.tree.nodes["n3"]
     assert n3.status == "failed" and "parent n2 has no trained model (it failed: RuntimeError: CUDA out" in n3.failure
 
@@ -106,7 +107,7 @@ def test_builtin_policy_offers_continued_training_after_its_hyperparameter_varia
     tree = build([planned("n0", None), finished("n0", 0.5),
                   planned("n1", "n0", plan_dict(num_epochs=3, max_steps=50)), finished("n1", 0.6)])
     node_plan = tree.nodes["n1"].plan
-    plans = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n1"), 20, DEFAULTS))
+    plans = BuiltinPolicy().propose(request(tree, "n1", 20))
     warm_plans = [p for p in plans if p.training.warm_start]
     assert len(warm_plans) == 1
     w = warm_plans[0]
@@ -120,14 +121,14 @@ def test_builtin_policy_offers_continued_training_after_its_hyperparameter_varia
     assert hp[-1] == w and len(hp) == 4  # after the three existing hyperparameter variants
     assert plans.index(w) >= 5  # the first plans of a batch (one per direction) are unchanged
     # never for the root's children: the baseline has no trained weights
-    root = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n0"), 64, DEFAULTS))
+    root = BuiltinPolicy().propose(request(tree, "n0", 64))
     assert not any(p.training.warm_start for p in root)
 
 
 def test_children_of_a_warm_node_continue_from_it_unless_they_change_its_shape():
     tree = build([planned("n0", None), finished("n0", 0.5), planned("n1", "n0"), finished("n1", 0.6),
                   planned("n2", "n1", warm(learning_rate=5e-5)), finished("n2", 0.7)])
-    plans = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n2"), 30, DEFAULTS))
+    plans = BuiltinPolicy().propose(request(tree, "n2", 30))
     shaped = [p for p in plans if p.training.method != "lora" or p.training.lora_r != 16]
     same = [p for p in plans if p not in shaped]
     assert shaped and not any(p.training.warm_start for p in shaped)  # they could not load n2's adapter
@@ -141,24 +142,22 @@ def test_the_same_warm_plan_from_another_parent_is_a_new_experiment():
            planned("n2", "n0", plan_dict(num_epochs=2)), finished("n2", 0.65),
            planned("n3", "n1", warm(learning_rate=5e-5)), finished("n3", 0.7)]
     tree = build(evs)
-    again = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n2"), 30, DEFAULTS))
+    again = BuiltinPolicy().propose(request(tree, "n2", 30))
     w = [p for p in again if p.training.warm_start and p.training.lora_r == 16 and p.direction == "hyperparameters"
          and "one more epoch" in p.rationale]
     assert w and w[0].fingerprint() == tree.nodes["n3"].plan.fingerprint()
     # ... but from n1 it is the experiment n3 ran: not proposed again
-    from_n1 = BuiltinPolicy().propose(ExpansionRequest(TASK, tree.memory("n1"), 30, DEFAULTS))
+    from_n1 = BuiltinPolicy().propose(request(tree, "n1", 30))
     assert tree.nodes["n3"].plan.fingerprint() not in {p.fingerprint() for p in from_n1}
 
 
 # ---------------------------------------------------------------- real training
 @pytest.fixture
 def ctx(tiny_model_dir, shared_data, tmp_path, monkeypatch):
-    from trex_ray.executor import TrialContext
+    from core_helpers import trial_context
 
     monkeypatch.setenv("TREX_RAY_SCRATCH", str(tmp_path / "scratch"))
-    return TrialContext(task="sst2", paths={"data_dir": str(shared_data / "sst2")},
-                        model={"name_or_path": str(tiny_model_dir)}, run_dir=str(tmp_path / "run"),
-                        dev_limit=4, eval_batch_size=4, threads=1)
+    return trial_context(tiny_model_dir, tmp_path / "run", shared_data / "sst2", dev_limit=4, eval_batch_size=4)
 
 
 def sst2_plan(**training) -> Plan:
@@ -194,17 +193,17 @@ def test_lora_child_trains_further_from_the_parents_adapter(ctx, tiny_model_dir)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from trex_ray.executor import execute
+    from trex_ray.executor.execute import execute
 
     parent = execute(sst2_plan(), "n1", ctx)
-    parent_w = weights(parent["artifacts"]["model"])
+    parent_w = weights(parent.artifacts["model"])
     # a fresh LoRA has lora_B all zeros; the trained parent's is not
     assert any(v.abs().max() > 0 for k, v in parent_w.items() if "lora_B" in k)
     # a tiny learning rate: the child's weights stay where they started
     child_plan = sst2_plan(warm_start=True, learning_rate=1e-9, max_steps=2, lora_dropout=0.0)
-    child = execute(child_plan, "n2", ctx, init_from=parent["artifacts"]["model"])
-    child_dir = child["artifacts"]["model"]
-    assert child["recipe_stats"]["train_steps"] == 2 and child_dir != parent["artifacts"]["model"]
+    child = execute(child_plan, "n2", ctx, init_from=parent.artifacts["model"])
+    child_dir = child.artifacts["model"]
+    assert child.recipe_stats["train_steps"] == 2 and child_dir != parent.artifacts["model"]
     assert_same(weights(child_dir), parent_w)
     cfg = json.loads((Path(child_dir) / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and cfg["lora_dropout"] == 0.0  # the child's own dropout; the parent's shape
@@ -220,25 +219,27 @@ def test_lora_child_trains_further_from_the_parents_adapter(ctx, tiny_model_dir)
 def test_full_child_starts_from_the_parents_weights(ctx, tiny_model_dir):
     import torch
 
-    from trex_ray.executor import execute
+    from trex_ray.executor.execute import execute
 
     parent = execute(sst2_plan(method="full", learning_rate=1e-3, max_steps=3), "n1", ctx)
-    parent_w, base_w = weights(parent["artifacts"]["model"]), weights(tiny_model_dir)
+    parent_w, base_w = weights(parent.artifacts["model"]), weights(tiny_model_dir)
     assert any(not torch.allclose(parent_w[k], base_w[k]) for k in base_w)
     child = execute(sst2_plan(method="full", warm_start=True, learning_rate=1e-9, max_steps=1), "n2", ctx,
-                    init_from=parent["artifacts"]["model"])
-    child_w = weights(child["artifacts"]["model"])
+                    init_from=parent.artifacts["model"])
+    child_w = weights(child.artifacts["model"])
     assert_same({k: child_w[k] for k in parent_w}, parent_w)
 
 
 def test_warm_start_fetches_the_parent_from_object_storage(s3, ctx, tmp_path):  # noqa: F811
-    from trex_ray.executor import execute
+    from dataclasses import replace
+
+    from trex_ray.executor.execute import execute
     from trex_ray.storage import RunStorage, run_storage_uri
 
     base_uri, fs = s3
-    ctx.storage = run_storage_uri(base_uri, ctx.run_dir)
+    ctx = replace(ctx, storage=run_storage_uri(base_uri, ctx.run_dir))
     parent = execute(sst2_plan(), "n1", ctx)
-    uri = parent["artifacts"]["model"]
+    uri = parent.artifacts["model"]
     assert uri.startswith("s3://")
     child = execute(sst2_plan(warm_start=True, learning_rate=1e-9, max_steps=1), "n2", ctx, init_from=uri)
     fetched = tmp_path / "scratch" / "run" / "warm_start" / "n2"
@@ -246,7 +247,7 @@ def test_warm_start_fetches_the_parent_from_object_storage(s3, ctx, tmp_path):  
     store = RunStorage(ctx.storage)
     # the node folder uploaded holds the child's own files, not a copy of the parent's
     assert set(store.list_dir("nodes/n2")) <= {"checkpoints", "dev_predictions.jsonl", "model"}
-    assert child["artifacts"]["model"].startswith("s3://")
+    assert child.artifacts["model"].startswith("s3://")
     assert_same(weights(fetched), weights(tmp_path / "scratch" / "run" / "nodes" / "n2" / "model"))
 
 
@@ -280,7 +281,7 @@ def test_a_warm_started_node_runs_through_tune(tiny_model_dir, tmp_path, fake_se
     Train (gloo on CPU), each loading the parent's weights."""
     from trex_ray.config import load_config
     from trex_ray.run import run_search
-    from trex_ray.tree import Tree
+    from trex_ray.search.tree import Tree
 
     if workers > 1:
         pytest.importorskip("deepspeed")

@@ -6,14 +6,17 @@ could use (on a 2-CPU machine a 1-CPU actor would halve the search's parallelism
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from trex_ray.diagnosis import Diagnostician
-from trex_ray.llm_researcher import LLMResearcher
-from trex_ray.policy import BuiltinPolicy, ExpansionRequest
-from trex_ray.state import SearchState
+from trex_ray.config import Config
+from trex_ray.researcher.builtin import BuiltinPolicy
+from trex_ray.researcher.diagnosis import Diagnostician
+from trex_ray.researcher.llm import LLMResearcher
+from trex_ray.search.request import ExpansionRequest, Proposal
+from trex_ray.search.state import SearchState
 
 # The tree has exactly one writer: this actor. No restarts: a restarted actor would rebuild
 # from the ledger while the old driver still holds trials; recovery is `launch.py --resume`.
@@ -24,24 +27,20 @@ class ResearcherCore:
     """Proposes children of a node. Its only state is the LLM spend and the requirement spec,
     both kept in the run directory, so Ray may restart it and retry a call freely."""
 
-    def __init__(self, policy: str = "builtin", llm_config: dict[str, Any] | None = None,
-                 run_dir: str | None = None) -> None:
-        self.name = policy
-        self.llm = LLMResearcher(llm_config, run_dir) if policy == "llm" else None
+    def __init__(self, cfg: Config, run_dir: str | Path | None = None) -> None:
+        self.name = cfg.search.policy
+        self.llm = LLMResearcher(cfg.llm, run_dir, cfg.task) if self.name == "llm" else None
         self.policy = BuiltinPolicy()
         # bad-case diagnosis and insights on the same client: one spend, one budget
-        self.diagnostician = (Diagnostician(self.llm.client, self.llm.cfg, run_dir, self.llm.unavailable)
+        self.diagnostician = (Diagnostician(self.llm.client, cfg.llm, run_dir, self.llm.unavailable)
                               if self.llm is not None else None)
 
-    def propose(self, request: ExpansionRequest) -> dict[str, Any]:
-        """``{"plans", "source"}``, plus for the LLM policy ``note`` (why it fell back, or the
-        direction it chose) and ``usage`` (tokens and cost of this expansion)."""
+    def propose(self, request: ExpansionRequest) -> Proposal:
+        """The plans for ``request``; for the LLM policy also why it fell back (or the direction
+        it chose) and the tokens and cost of this expansion."""
         if self.llm is None:
-            plans = self.policy.propose(request)
-            return {"plans": [p.model_dump(mode="json") for p in plans], "source": self.name}
-        out = self.llm.propose_detailed(request)
-        return {"plans": [p.model_dump(mode="json") for p in out.plans], "source": out.source,
-                "note": out.note, "usage": out.usage}
+            return Proposal(plans=self.policy.propose(request), source=self.name)
+        return self.llm.propose_detailed(request)
 
     def after_trial(self, node_id: str, bad_cases: dict[str, Any] | None, tree_state: Any) -> None:
         """After a trial ended (LLM policy): diagnose its wrong dev answers and, every

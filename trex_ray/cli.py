@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"unrecognised argument {bad[0]!r} (options look like --section.key=value)")
         if args.resume and (args.config or rest or args.push_to_hub):
             raise ConfigError("--resume takes the run's saved config; give no --config or overrides with it "
-                              "(push a finished run with python -m trex_ray.export RUN_DIR --push-to-hub REPO)")
+                              "(push a finished run with python -m trex_ray push RUN_DIR --push-to-hub REPO)")
         cfg = None if args.resume else load_config(args.config, rest)
         if cfg and args.push_to_hub is not None:  # set as a string: YAML would read a repo "123" as a number
             cfg.run.push_to_hub = args.push_to_hub
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     push = summary.get("push") or {}
     if push.get("status") == "failed":  # the run itself is complete and on disk; only the upload is missing
-        from trex_ray.export import push_message
+        from trex_ray.report.hub import push_message
 
         print(f"error: {push_message(summary['run_dir'], push)}", file=sys.stderr)
         return 1
@@ -67,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def push_main(argv: list[str] | None = None) -> int:
-    """``python -m trex_ray.export RUN_DIR --push-to-hub REPO``: push a finished run's best/.
+    """``python -m trex_ray push RUN_DIR --push-to-hub REPO``: push a finished run's best/.
     Exit 2: bad input (one line); exit 1: the upload failed (recorded in summary.json)."""
-    parser = argparse.ArgumentParser(prog="python -m trex_ray.export", description=push_main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m trex_ray push", description=push_main.__doc__)
     parser.add_argument("run_dir", help="a finished TREX-Ray run directory")
     parser.add_argument("--push-to-hub", required=True, metavar="REPO", help="Hub model repo, user/name")
     parser.add_argument("--public", action="store_true", help="create the repo public (default: run.hub_private)")
     args = parser.parse_args(argv)
-    from trex_ray.export import check_push, hub_token, push_best, push_message, record_push
+    from trex_ray.report.hub import check_push, hub_token, push_best, push_message, record_push
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
@@ -97,3 +97,18 @@ def push_main(argv: list[str] | None = None) -> int:
         return 1
     print(status["commit_url"])
     return 0
+
+
+COMMANDS = {"push": (push_main, "upload a finished run's best model to the Hugging Face Hub")}
+
+
+def tools_main(argv: list[str] | None = None) -> int:
+    """``python -m trex_ray COMMAND ...``: the commands that act on a run (``launch.py`` starts one)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        lines = [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+        print("usage: python -m trex_ray COMMAND [ARGS]\n\ncommands:\n" + "\n".join(lines)
+              + "\n\n(python launch.py starts a search; python -m trex_ray.report RUN_DIR rebuilds a report)",
+              file=sys.stderr if argv else sys.stdout)
+        return 2 if argv and argv[0] not in ("-h", "--help") else 0
+    return COMMANDS[argv[0]][0](argv[1:])

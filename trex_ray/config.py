@@ -49,7 +49,18 @@ class TaskConfig(_Section):
     them by path. Give absolute paths (the Researcher actor may not share the driver's cwd)."""
 
     def paths(self) -> dict[str, str | None]:
+        """The data locations as ftbench's ``load_split`` takes them."""
         return {"data_dir": self.data_dir, "train": self.train_path, "dev": self.dev_path, "test": self.test_path}
+
+    def resolved(self) -> "TaskConfig":
+        """A copy with every local path absolute: actors and trial workers do not share the
+        driver's working directory."""
+        def fix(v: str | None) -> str | None:
+            return str(Path(v).expanduser().resolve()) if v else None
+
+        return self.model_copy(update={"data_dir": fix(self.data_dir), "train_path": fix(self.train_path),
+                                       "dev_path": fix(self.dev_path), "test_path": fix(self.test_path),
+                                       "extra_sources": [fix(x) for x in self.extra_sources]})
 
 
 class ModelConfig(_Section):
@@ -184,12 +195,6 @@ class LLMConfig(_Section):
 class ResourcesConfig(_Section):
     """What one trial reserves on the cluster, and how failures are retried."""
 
-    def trial_resources(self):
-        from trex_ray.plan import TrialResources
-
-        return TrialResources(num_workers=self.num_workers, gpus_per_worker=self.gpus_per_trial,
-                              cpus_per_worker=self.cpus_per_trial, zero_stage=self.zero_stage, offload=self.offload)
-
     cpus_per_trial: float = Field(1.0, gt=0)
     """CPUs reserved per trial (also its torch thread count, rounded down, at least 1)."""
     gpus_per_trial: float = Field(0.0, ge=0)
@@ -198,7 +203,7 @@ class ResourcesConfig(_Section):
     """Training workers per trial; more than 1 trains with DeepSpeed through Ray Train, each
     worker reserving cpus_per_trial and gpus_per_trial."""
     zero_stage: Literal[0, 2, 3] = 0
-    """DeepSpeed ZeRO stage of multi-worker trials (0: plain data parallel; configs in cluster/deepspeed/)."""
+    """DeepSpeed ZeRO stage of multi-worker trials (0: plain data parallel; configs in trex_ray/executor/deepspeed/)."""
     offload: bool = False
     """Offload optimizer state (and at stage 3 the weights) to CPU memory."""
     gpu_memory_gb: float = Field(80.0, ge=0)

@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from trex_ray.config import ConfigError, LLMConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -135,33 +137,34 @@ def _retryable(exc: Exception) -> bool:
 class LLMClient:
     """Chat completions against one endpoint, with the run's spend tracked in ``total``."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: LLMConfig) -> None:
         import openai
 
+        if not cfg.base_url or not cfg.model:
+            raise LLMError("no LLM configured (llm.base_url and llm.model)")
         self.cfg = cfg
-        key_env = cfg.get("api_key_env")
+        key_env = cfg.api_key_env
         # Local servers want no key, but the client insists on one; a placeholder is harmless.
         key = os.environ.get(key_env, "") if key_env else "not-needed"
         if not key:
             raise LLMError(f"environment variable {key_env} (llm.api_key_env) is not set")
         self._key = key if key_env else ""  # kept only to scrub it from error messages
         # Our own retry loop (not the client's) so that retries are counted and logged.
-        self.client = openai.OpenAI(base_url=cfg["base_url"], api_key=key, timeout=cfg["timeout_s"], max_retries=0)
+        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=key, timeout=cfg.timeout_s, max_retries=0)
         self.total = Usage()
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(cfg.get("concurrency") or 1)
+        self._slots = threading.BoundedSemaphore(cfg.concurrency)
 
     def budget_left(self) -> bool:
-        limit = self.cfg.get("max_cost")
+        limit = self.cfg.max_cost
         return limit is None or self.total.cost < limit
 
     def check_budget(self) -> None:
         if not self.budget_left():
-            raise LLMError(f"LLM budget spent ({self.total.cost:.4f} of max_cost {self.cfg['max_cost']})")
+            raise LLMError(f"LLM budget spent ({self.total.cost:.4f} of max_cost {self.cfg.max_cost})")
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.cfg.get("price_per_1k_input", 0.0)
-                + completion_tokens * self.cfg.get("price_per_1k_output", 0.0)) / 1000
+        return (prompt_tokens * self.cfg.price_per_1k_input + completion_tokens * self.cfg.price_per_1k_output) / 1000
 
     def chat(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None,
              schema_name: str = "answer", max_tokens: int | None = None) -> tuple[str, Usage]:
@@ -169,9 +172,9 @@ class LLMClient:
         request keeps failing or the answer is empty. The budget is the caller's to check
         (``check_budget``): an expansion under way may finish its calls. ``max_tokens`` may
         lower the configured answer length for one call."""
-        kwargs: dict[str, Any] = dict(model=self.cfg["model"], messages=messages, temperature=self.cfg["temperature"],
-                                      max_tokens=min(max_tokens or self.cfg["max_tokens"], self.cfg["max_tokens"]))
-        fmt = response_format(self.cfg["structured_output"], schema_name, schema) if schema else None
+        kwargs: dict[str, Any] = dict(model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,
+                                      max_tokens=min(max_tokens or self.cfg.max_tokens, self.cfg.max_tokens))
+        fmt = response_format(self.cfg.structured_output, schema_name, schema) if schema else None
         if fmt is not None:
             kwargs["response_format"] = fmt
         text, _, usage = self._complete(kwargs)
@@ -184,23 +187,23 @@ class LLMClient:
         """One turn with OpenAI ``tools``: (text, tool calls asked for, usage). A server that
         ignores ``tools`` answers text and no calls; one that rejects them raises LLMError with
         its HTTP ``status``. Retries and accounting as in ``chat``."""
-        kwargs: dict[str, Any] = dict(model=self.cfg["model"], messages=messages, tools=tools, tool_choice="auto",
-                                      temperature=self.cfg["temperature"],
-                                      max_tokens=min(max_tokens or self.cfg["max_tokens"], self.cfg["max_tokens"]))
+        kwargs: dict[str, Any] = dict(model=self.cfg.model, messages=messages, tools=tools, tool_choice="auto",
+                                      temperature=self.cfg.temperature,
+                                      max_tokens=min(max_tokens or self.cfg.max_tokens, self.cfg.max_tokens))
         return self._complete(kwargs)
 
     def _complete(self, kwargs: dict[str, Any]) -> tuple[str, list[ToolCall], Usage]:
         """The request with retries; every attempt's usage goes into ``total``."""
         messages = kwargs["messages"]
         usage = Usage()
-        delay = self.cfg.get("retry_backoff_s", 1.0)
-        for attempt in range(self.cfg["max_retries"] + 1):
+        delay = self.cfg.retry_backoff_s
+        for attempt in range(self.cfg.max_retries + 1):
             try:
                 with self._slots:
                     resp = self.client.chat.completions.create(**kwargs)
                 break
             except Exception as e:
-                if not _retryable(e) or attempt == self.cfg["max_retries"]:
+                if not _retryable(e) or attempt == self.cfg.max_retries:
                     with self._lock:
                         self.total.add(usage)  # the retries still count
                     detail = str(e)[:300].replace(self._key, "***") if self._key else str(e)[:300]
@@ -229,16 +232,14 @@ class LLMClient:
         return text, calls, usage
 
 
-def check_llm_config(policy: str, llm: dict[str, Any]) -> None:
+def check_llm_config(policy: str, llm: LLMConfig) -> None:
     """Fail fast, before Ray starts, when the LLM policy cannot possibly reach its endpoint.
     Names the missing key variable, never prints a key."""
-    from trex_ray.config import ConfigError
-
     if policy != "llm":
         return
-    missing = [f"llm.{k}" for k in ("base_url", "model") if not llm.get(k)]
+    missing = [f"llm.{k}" for k in ("base_url", "model") if not getattr(llm, k)]
     if missing:
         raise ConfigError(f"search.policy=llm needs {' and '.join(missing)}")
-    env = llm.get("api_key_env")
+    env = llm.api_key_env
     if env and not os.environ.get(env):
         raise ConfigError(f"llm.api_key_env names {env}, which is not set in the environment")

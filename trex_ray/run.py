@@ -13,34 +13,36 @@ import math
 import os
 import shutil
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ftbench.task import TaskDataError, load_split
-from ftbench.tasks import get_task
+from ftbench.task import Task, TaskDataError, load_split
 from trex_ray.config import Config, ConfigError, dump_config, load_config
-from trex_ray.export import check_push, hub_token, push_best, record_push
-from trex_ray.ledger import LEDGER_NAME, read_events
+from trex_ray.executor.context import TrialContext
+from trex_ray.executor.models import builtin_model_dir, check_model
 from trex_ray.llm_client import check_llm_config
-from trex_ray.models import check_model
-from trex_ray.policy import TaskSpec
+from trex_ray.report.hub import check_push, hub_token, push_best, record_push
+from trex_ray.search.fit import FitCheck, ModelDims
+from trex_ray.search.ledger import LEDGER_NAME, read_events
+from trex_ray.search.plan import TrialResources
+from trex_ray.search.request import TaskSpec
+from trex_ray.search.tree import Tree
 from trex_ray.storage import RunStorage, check_storage, fetch, fetch_run, is_remote, run_storage_uri
+from trex_ray.tasks import resolve_task, task_spec
 from trex_ray.trackers import check_trackers
-from trex_ray.tree import SearchParams
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 
 
-def preflight(cfg: Config) -> TaskSpec:
+def preflight(cfg: Config) -> tuple[Task, TaskSpec]:
     """Validate the task, its data and the model; ConfigError names the first problem."""
-    check_llm_config(cfg.search.policy, cfg.llm.model_dump())  # cheapest check first
+    check_llm_config(cfg.search.policy, cfg.llm)  # cheapest check first
     check_storage(cfg.run.storage)
-    try:
-        task = get_task(cfg.task.name)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0])) from None
+    task = resolve_task(cfg.task)
     paths = cfg.task.paths()
     for key, value in paths.items():
         if value and not Path(value).expanduser().exists():
@@ -55,11 +57,7 @@ def preflight(cfg: Config) -> TaskSpec:
     check_trackers(cfg)
     if cfg.run.push_to_hub:  # the Hub's inputs too: a typo must not surface after hours of trials
         check_push(cfg.run.push_to_hub, cfg.run.hub_token_env)
-    return TaskSpec(
-        id=task.id, description=task.description, metric=task.metric, higher_is_better=task.higher_is_better,
-        prompt_template=task.prompt_template, completion_template=task.completion_template,
-        train_rows=len(train), columns=sorted(train[0]),
-    )
+    return task, task_spec(task, len(train), list(train[0]))
 
 
 def open_run(cfg: Config | None, resume: str | None) -> tuple[Config, Path]:
@@ -112,37 +110,32 @@ def _concurrency(cfg: Config) -> int:
     return min(cfg.search.max_concurrent_trials, fits)
 
 
-def _fit_check(cfg: Config) -> dict[str, Any] | None:
+def _fit_check(cfg: Config) -> FitCheck | None:
     """What the TreeState needs to reject plans that cannot fit the declared GPU memory: the
     model's dimensions, read from its config.json when it is a local folder (or the builtin
     model already converted); on CPU-only runs there is nothing to check."""
-    from dataclasses import asdict
-
-    from trex_ray.memory import ModelDims
-    from trex_ray.models import builtin_model_dir
-
     if cfg.resources.gpus_per_trial <= 0 or cfg.resources.gpu_memory_gb <= 0:
         return None
     dims = ModelDims.from_model_dir(builtin_model_dir(cfg.model) or cfg.model.name_or_path)
     if dims is None:
         log.info("model dimensions unknown (not a local folder): no memory check before trials")
         return None
-    return {"dims": asdict(dims), "resources": cfg.resources.trial_resources().model_dump(),
-            "gpu_memory_gb": cfg.resources.gpu_memory_gb}
+    return FitCheck(dims, TrialResources.of(cfg.resources), cfg.resources.gpu_memory_gb)
 
 
 def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str, Any]:
     """Run (or resume) a search to its end; returns the summary written to summary.json."""
     if resume:
         cfg, run_dir = open_run(None, resume)
-        spec = preflight(cfg)
+        task, spec = preflight(cfg)
     else:
-        spec = preflight(cfg)  # before the run directory exists: bad input leaves nothing behind
+        assert cfg is not None
+        task, spec = preflight(cfg)  # before the run directory exists: bad input leaves nothing behind
         cfg, run_dir = open_run(cfg, None)
     t0 = time.time()
     embedded = _start_ray(cfg)
     try:
-        summary = _search(cfg, run_dir, spec, resumed=bool(resume))
+        summary = _search(cfg, run_dir, task, spec, resumed=bool(resume))
     finally:
         if embedded:
             import ray
@@ -152,43 +145,33 @@ def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str
     return summary
 
 
-def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[str, Any]:
+def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: bool) -> dict[str, Any]:
     import ray
     from ray import tune
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from trex_ray.actors import Researcher, TreeState
-    from trex_ray.executor import TrialContext
-    from trex_ray.progress import LiveView, leaderboard
+
+    from trex_ray.executor.trial import trainable
+    from trex_ray.report.live import LiveView, leaderboard
+    from trex_ray.report.page import refresh_live
     from trex_ray.searcher import TreeSearcher, TrialErrorCallback
     from trex_ray.trackers import tracker_callbacks
-    from trex_ray.trial import run_trial, trial_resources
 
-    task = get_task(spec.id)
     s = cfg.search
-    params = SearchParams(
-        exploration=s.exploration, virtual_loss=s.virtual_loss, failure_reward=s.failure_reward,
-        max_expansions=s.max_expansions, max_depth=s.max_depth, higher_is_better=task.higher_is_better,
-        metric_range=task.metric_range[1] - task.metric_range[0],
-    )
+    storage = run_storage_uri(cfg.run.storage, run_dir)
+    # Actors and trial workers do not share the driver's working directory: paths go absolute.
+    cfg = cfg.model_copy(update={"task": cfg.task.resolved()})
     # The coordinating actors live on the driver's node (the head, in a job): with num_cpus=0
     # Ray could put them anywhere, and a lost worker node must cost a trial, not the search.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    state = TreeState.options(scheduling_strategy=here).remote(str(run_dir), params, spec, cfg.train.model_dump(), s.max_trials,
-                             s.children_per_expansion, s.seed, live_report=True, fit_check=_fit_check(cfg),
-                             storage=run_storage_uri(cfg.run.storage, run_dir) if is_remote(cfg.run.storage) else None)
-    researcher = Researcher.options(scheduling_strategy=here).remote(s.policy, cfg.llm.model_dump(), str(run_dir))
-    threads = max(1, int(cfg.resources.cpus_per_trial))
-    context = TrialContext(
-        task=spec.id, paths={k: (str(Path(v).expanduser().resolve()) if v else None) for k, v in cfg.task.paths().items()},
-        model=cfg.model.model_dump(), run_dir=str(run_dir), dev_limit=cfg.task.dev_limit,
-        eval_batch_size=cfg.train.eval_batch_size, threads=threads,
-        resources=cfg.resources.trial_resources().model_dump(), max_failures=cfg.resources.max_failures,
-        max_preemptions=cfg.resources.max_preemptions, storage=run_storage_uri(cfg.run.storage, run_dir), llm=cfg.llm.model_dump(),
-    ).to_dict()
-    store = RunStorage(context["storage"])
+    state = TreeState.options(scheduling_strategy=here).remote(
+        str(run_dir), cfg, spec, _fit_check(cfg), partial(refresh_live, storage if is_remote(storage) else None))
+    researcher = Researcher.options(scheduling_strategy=here).remote(cfg, str(run_dir))
+    ctx = TrialContext.of(cfg, run_dir, storage)
+    store = RunStorage(storage)
     view = LiveView(task.metric, s.max_trials)
-    searcher = TreeSearcher(state, researcher, context, on_event=view.event)
+    searcher = TreeSearcher(state, researcher, on_event=view.event)
     concurrency = _concurrency(cfg)
     # prefetched trials wait in Tune for a slot (so a finished trial's slot is refilled at once)
     searcher.capacity = lambda: _concurrency(cfg) + s.prefetch_trials
@@ -198,7 +181,7 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
     # each (re)start is its own Tune experiment
     attempt = sum(1 for name in store.list_dir("tune") if name.startswith("search-"))
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, trial_resources),
+        trainable(ctx),
         tune_config=tune.TuneConfig(
             # Tune's cap is the configured maximum; the searcher holds back below it while the
             # cluster is smaller (its capacity is re-read as nodes join or leave).
@@ -214,9 +197,10 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
         ),
     )
     tuner.fit()
-    tree = ray.get(state.close.remote(searcher.finished_reason or "search ended"))
+    reason = searcher.finished_reason or "search ended"
+    tree: Tree = ray.get(state.close.remote(reason))
     _copy_best(run_dir, tree)
-    final = _final_evaluation(cfg, context, tree)
+    final = _final_evaluation(cfg, ctx, tree, task.metric)
     if final.get("merged_model_dir"):  # written where the final task ran: bring it to best/merged
         merged = run_dir / "best" / "merged"
         src = fetch(final["merged_model_dir"], merged)
@@ -224,8 +208,8 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
             shutil.copytree(src, merged, dirs_exist_ok=True)
         (merged / ".trex_fetched").unlink(missing_ok=True)
         final["merged_model_dir"] = str(merged)
-    summary = _write_outputs(cfg, run_dir, tree, searcher.finished_reason or "search ended", resumed, final)
-    _write_reports(cfg, run_dir, tree, summary)
+    summary = _write_outputs(cfg, task, run_dir, tree, reason, resumed, final)
+    _write_reports(cfg, task, run_dir, tree, summary)
     if cfg.run.push_to_hub:  # after the card; a failure is recorded in summary.json, never raised
         summary = record_push(run_dir, summary, push_best(run_dir, cfg.run.push_to_hub,
                                                           hub_token(cfg.run.hub_token_env), cfg.run.hub_private))
@@ -234,83 +218,82 @@ def _search(cfg: Config, run_dir: Path, spec: TaskSpec, resumed: bool) -> dict[s
         if (run_dir / "best").is_dir():
             store.upload_dir(run_dir / "best", "best")
         log.info("results mirrored to %s", store.display())
-    log.info("leaderboard (dev %s):\n%s", task.metric, leaderboard(tree, task.metric, task.higher_is_better))
+    log.info("leaderboard (dev %s):\n%s", task.metric, leaderboard(tree, task.metric))
     log.info("summary: %s", json.dumps({k: summary[k] for k in ("base_score", "best_score", "best_node", "trials", "failed_trials", "wall_seconds")}))
     return summary
 
 
-def _copy_best(run_dir: Path, tree: dict[str, Any]) -> None:
+def _copy_best(run_dir: Path, tree: Tree) -> None:
     """``best/``: a copy of the best node's saved model (adapter or full weights + tokenizer)."""
-    best = next((n for n in tree["nodes"] if n["id"] == tree["best"]), None)
+    best = tree.best()
     best_dir = run_dir / "best"
-    if best is not None and best["artifacts"].get("model"):
+    if best is not None and best.artifacts.get("model"):
         shutil.rmtree(best_dir, ignore_errors=True)
-        src = fetch(best["artifacts"]["model"], best_dir)  # downloads straight into best/ when remote
+        src = fetch(best.artifacts["model"], best_dir)  # downloads straight into best/ when remote
         if src.resolve() != best_dir.resolve():
             shutil.copytree(src, best_dir)
         (best_dir / ".trex_fetched").unlink(missing_ok=True)
 
 
-def _final_evaluation(cfg: Config, context: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+def _final_evaluation(cfg: Config, ctx: TrialContext, tree: Tree, metric: str) -> dict[str, Any]:
     """Test scores of base and best (and the merged export), as a Ray task holding one training
     worker's resources (evaluation is one process); a failure there is logged and recorded,
     never fatal: the search's results are already durable."""
-    from trex_ray.final import final_remote
-
     import ray
 
+    from trex_ray.executor.final import final_remote
+
+    if cfg.task.test_limit <= 0 and not cfg.run.export_merged:
+        return {}
     # Nothing else runs by now: take a whole node's CPUs (as torch threads), not one trial's.
     node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
     cpus = max(cfg.resources.cpus_per_trial, node_cpus)
     resources = {"CPU": cpus, "GPU": min(cfg.resources.gpus_per_trial, 1.0)}
-    context = {**context, "threads": max(1, int(cpus))}
-
-    if cfg.task.test_limit <= 0 and not cfg.run.export_merged:
-        return {}
     log.info("final evaluation on up to %d test examples%s", cfg.task.test_limit,
              " and merged export" if cfg.run.export_merged else "")
     try:
-        return final_remote(context, tree, cfg.task.test_limit, cfg.run.export_merged, resources)
+        return final_remote(replace(ctx, threads=max(1, int(cpus))), tree.root, tree.best(), metric,
+                            cfg.task.test_limit, cfg.run.export_merged, resources)
     except Exception as e:  # noqa: BLE001
         log.warning("final evaluation failed: %s", e)
         return {"test_error": f"{type(e).__name__}: {e}"[:2000]}
 
 
-def _write_reports(cfg: Config, run_dir: Path, tree: dict[str, Any], summary: dict[str, Any]) -> None:
+def _write_reports(cfg: Config, task: Task, run_dir: Path, tree: Tree, summary: dict[str, Any]) -> None:
     """best/README.md (model card), report.html and report.md; failures are logged, not raised."""
-    from trex_ray.export import write_model_card
-    from trex_ray.report import write_report
+    from trex_ray.report.hub import write_model_card
+    from trex_ray.report.page import write_report
 
     try:
-        write_model_card(run_dir, cfg, tree, summary)
-        log.info("report: %s", write_report(run_dir))
+        write_model_card(run_dir, cfg, task, tree, summary)
+        log.info("report: %s", write_report(run_dir, tree))
     except Exception:  # noqa: BLE001 - a report bug must not fail a finished run
         log.exception("writing the report failed")
 
 
-def _write_outputs(cfg: Config, run_dir: Path, tree: dict[str, Any], reason: str, resumed: bool,
+def _write_outputs(cfg: Config, task: Task, run_dir: Path, tree: Tree, reason: str, resumed: bool,
                    final: dict[str, Any] | None = None) -> dict[str, Any]:
-    nodes = {n["id"]: n for n in tree["nodes"]}
-    trials = [n for n in nodes.values() if n["parent_id"] is not None and n["status"] in ("succeeded", "failed")]
-    best = nodes.get(tree["best"]) if tree["best"] else None
+    trials = [n for n in tree.by_status("succeeded", "failed") if n.parent_id is not None]
+    best = tree.best()
     best_dir = run_dir / "best"
     final = final or {}
     events = list(read_events(run_dir / LEDGER_NAME))
     summary = {
         "task": cfg.task.name,
         "base_model": cfg.model.name_or_path,
-        "metric": get_task(cfg.task.name).metric,
-        "base_score": tree["base_score"],
-        "best_score": best["score"] if best else None,
-        "best_node": best["id"] if best else None,
-        "best_beats_base": bool(best and tree["base_score"] is not None and best["score"] > tree["base_score"]),
+        "metric": task.metric,
+        "base_score": tree.base_score,
+        "best_score": best.score if best else None,
+        "best_node": best.id if best else None,
+        "best_beats_base": bool(best and tree.base_score is not None and best.score is not None
+                                and tree.params.sign * (best.score - tree.base_score) > 0),
         "best_model_dir": str(best_dir) if best_dir.exists() else None,
         # scored once at the end, never used for selection (None: skipped or failed, see test_error)
         "base_test_score": final.get("base_test_score"),
         "best_test_score": final.get("best_test_score"),
         **{k: v for k, v in final.items() if k not in ("base_test_score", "best_test_score")},
         "trials": len(trials),
-        "failed_trials": sum(1 for n in trials if n["status"] == "failed"),
+        "failed_trials": sum(1 for n in trials if n.status == "failed"),
         "wall_seconds": round(events[-1]["ts"] - events[0]["ts"], 1),
         "stop_reason": reason,
         "resumed": resumed,

@@ -7,23 +7,26 @@ waits on the Researcher. An expansion is fired as an async actor call and collec
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from dataclasses import asdict
 from typing import Any, Callable
 
 import ray
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
+from trex_ray.search.outcome import TrialOutcome
+from trex_ray.search.request import Proposal
+from trex_ray.search.state import Handout
+
 log = logging.getLogger(__name__)
 
 
 class TreeSearcher(Searcher):
-    def __init__(self, tree_state, researcher, context: dict[str, Any],
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, tree_state, researcher, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         super().__init__()  # no metric/mode: trials report progress rows without a score
-        self.tree_state, self.researcher, self.context = tree_state, researcher, context
+        self.tree_state, self.researcher = tree_state, researcher
         self.on_event = on_event or (lambda kind, info: None)
         self.live: dict[str, str] = {}  # Tune trial id -> node id
         self._expansion: tuple[str, ray.ObjectRef] | None = None
@@ -47,22 +50,25 @@ class TreeSearcher(Searcher):
         self._collect_expansion()
         if not self._room():
             return None
-        reply = ray.get(self.tree_state.next_node.remote(trial_id))
-        if "node_id" in reply:
-            self.live[trial_id] = reply["node_id"]
-            self.on_event("started", reply)
-            # init_from: the parent's model a warm-start plan trains further (None: the base model)
-            return {"node_id": reply["node_id"], "plan": reply["plan"], "context": self.context,
-                    "init_from": reply.get("init_from")}
-        if reply.get("done"):
-            self.finished_reason = reply["reason"]
+        reply: Handout = ray.get(self.tree_state.next_node.remote(trial_id))
+        if reply.node_id is not None:
+            assert reply.plan is not None
+            self.live[trial_id] = reply.node_id
+            plan = reply.plan.model_dump(mode="json")
+            self.on_event("started", {"node_id": reply.node_id, "parent_id": reply.parent_id, "plan": plan})
+            # The trial's config is only what differs between trials (Tune writes it to
+            # params.json and trackers); the run's context reaches the trainable through
+            # tune.with_parameters. init_from: the parent's model a warm start trains further.
+            return {"node_id": reply.node_id, "plan": plan, "init_from": reply.init_from}
+        if reply.done is not None:
+            self.finished_reason = reply.done
             return Searcher.FINISHED
         if self._expansion is None:
-            begun = ray.get(self.tree_state.begin_expansion.remote())
-            if begun is not None:
-                self._expansion = (begun["node_id"], self.researcher.propose.remote(begun["request"]))
-                self.on_event("expanding", {"node_id": begun["node_id"]})
-            elif reply["running"] == 0:
+            request = ray.get(self.tree_state.begin_expansion.remote())
+            if request is not None:
+                self._expansion = (request.node_id, self.researcher.propose.remote(request))
+                self.on_event("expanding", {"node_id": request.node_id})
+            elif reply.running == 0:
                 self.finished_reason = "no node left to expand"
                 return Searcher.FINISHED
         return None
@@ -76,13 +82,13 @@ class TreeSearcher(Searcher):
             return
         self._expansion = None
         try:
-            out = ray.get(ref)
+            proposal: Proposal = ray.get(ref)
         except Exception as e:  # a broken Researcher must not stop the search
             log.warning("expansion of %s failed: %s", parent, e)
             ray.get(self.tree_state.expansion_failed.remote(parent, f"{type(e).__name__}: {e}"))
             return
-        ids = ray.get(self.tree_state.add_children.remote(parent, out["plans"], out["source"], out.get("note")))
-        self.on_event("expanded", {"node_id": parent, "children": ids, "source": out["source"], "note": out.get("note")})
+        ids = ray.get(self.tree_state.add_children.remote(parent, proposal))
+        self.on_event("expanded", {"node_id": parent, "children": ids, "source": proposal.source, "note": proposal.note})
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         self.on_event("progress", result)
@@ -93,8 +99,9 @@ class TreeSearcher(Searcher):
             return  # errors: TrialErrorCallback records them, with the trial's error text
         phase = (result or {}).get("phase")
         if phase == "done":
-            result = {**result, **json.loads(result["outcome"])}
-            ray.get(self.tree_state.finish.remote(node_id, result))
+            outcome = TrialOutcome.from_json(result["outcome"])
+            ray.get(self.tree_state.finish.remote(node_id, outcome))
+            result = {**result, "score": outcome.score, "cost": asdict(outcome.cost), "bad_cases": outcome.bad_cases}
         elif phase == "failed":
             ray.get(self.tree_state.fail.remote(node_id, result["error"]))
         else:

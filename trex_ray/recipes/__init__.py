@@ -2,5 +2,5 @@
 content-addressed step cache (``cache``) and a dry run (``python -m trex_ray.recipes check``).
 
 This package's ``__init__`` imports nothing heavy: the driver imports ``ops`` through
-``trex_ray.plan``; only the worker (and the dry run) imports ``build`` and ``datasets``.
+``trex_ray.search.plan``; only the worker (and the dry run) imports ``build`` and ``datasets``.
 """

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()  # one line of output, not a bar per step
-    from trex_ray.recipes.sources import RecipeError
+    from trex_ray.recipes.ops import RecipeError
 
     try:
         stats = check(args.plan, args.task, {"data_dir": args.data_dir}, max(1, args.rows))

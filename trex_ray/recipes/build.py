@@ -18,12 +18,13 @@ import datasets
 import pyarrow as pa
 
 from ftbench.task import Task, TaskDataError
+from trex_ray.config import LLMConfig
 from trex_ray.recipes import dedup, language, synth, transforms
 from trex_ray.recipes.cache import CACHE_VERSION, StepCache, chain_key
 from trex_ray.recipes.dedup import Decontaminator, decontaminate  # noqa: F401  (re-exported)
-from trex_ray.recipes.ops import ConcatOp, FormatOp, LoadOp, MixOp, Recipe, SynthesizeOp
+from trex_ray.recipes.ops import ConcatOp, FormatOp, LoadOp, MixOp, Recipe, RecipeError, SynthesizeOp
 from trex_ray.recipes.sources import (
-    RecipeError, concat, load_source, mix, source_fingerprint, task_fingerprint,
+    concat, load_source, mix, source_fingerprint, task_fingerprint,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ ROW_OPS: dict[str, Callable[..., transforms.Result]] = {
 
 
 def step_keys(recipe: Recipe, task: Task, paths: dict, limit: int | None,
-              llm: dict[str, Any] | None = None) -> list[str]:
+              llm: LLMConfig | None = None) -> list[str]:
     """Cache key of each step's output: a hash chain over the steps, seeded with what each
     source's files look like (size and time), so a key is known without reading any data.
     A synthesize step's key also holds the LLM's model and sampling settings (never its URL
@@ -77,7 +78,7 @@ def _label_counts(ds: datasets.Dataset) -> dict[str, int]:
 
 def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
                  cache_dir: str | os.PathLike | None = None, *, num_proc: int = 1,
-                 limit: int | None = None, llm: dict[str, Any] | None = None
+                 limit: int | None = None, llm: LLMConfig | None = None
                  ) -> tuple[datasets.Dataset, dict[str, Any]]:
     """(dataset of prompt/completion rows, statistics). Raises RecipeError naming the step.
 
@@ -139,7 +140,7 @@ def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
 
 def _run_step(step: Any, ds: datasets.Dataset | None, recipe: Recipe, task: Task, paths: dict,
               where: str, num_proc: int | None, limit: int | None,
-              stats: dict[str, Any], llm: dict[str, Any] | None = None) -> transforms.Result:
+              stats: dict[str, Any], llm: LLMConfig | None = None) -> transforms.Result:
     if isinstance(step, LoadOp):
         return load_source(step, task, paths, where, limit, stats), {}
     if isinstance(step, MixOp):

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from trex_ray.plan import explain, parse_plan
+from trex_ray.search.plan import explain, parse_plan
 from trex_ray.recipes.ops import Recipe
 
 log = logging.getLogger(__name__)

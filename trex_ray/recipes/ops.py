@@ -2,7 +2,7 @@
 
 Recipes come from the Researcher (the built-in policy or an LLM), so every field is bounded and
 unknown fields or ops are rejected (``extra="forbid"`` plus a discriminated union on ``op``), with
-the error naming the field. ``trex_ray.plan`` re-exports ``Recipe`` so that ``Plan`` stays the
+the error naming the field. ``trex_ray.search.plan`` re-exports ``Recipe`` so that ``Plan`` stays the
 single schema; execution lives in ``trex_ray.recipes.build`` (imported only on the worker).
 """
 
@@ -18,6 +18,10 @@ MAX_PATTERN = 200  # regexes longer than this are rejected: long patterns are wh
 
 Column = Annotated[str, Field(min_length=1, max_length=200)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class RecipeError(ValueError):
+    """The recipe cannot be built on this data (the message names the step and the problem)."""
 
 
 class _Strict(BaseModel):

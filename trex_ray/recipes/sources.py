@@ -19,16 +19,12 @@ import datasets
 import pyarrow as pa
 
 from ftbench.task import SPLITS, Task, TaskDataError, load_split
-from trex_ray.recipes.ops import MixOp, Source
+from trex_ray.recipes.ops import MixOp, RecipeError, Source
 
 log = logging.getLogger(__name__)
 
 MAX_CELL_CHARS = 1_000_000  # rows with a longer text field are skipped (counted in the stats)
 LOCAL_KINDS = (".jsonl", ".json", ".csv", ".parquet", ".arrow")
-
-
-class RecipeError(ValueError):
-    """The recipe cannot be built on this data (the message names the step and the problem)."""
 
 
 # ---------------------------------------------------------------- reading

@@ -22,10 +22,11 @@ import datasets
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
+from trex_ray.config import LLMConfig
 from trex_ray.llm_client import LLMClient, LLMError, extract_json
-from trex_ray.llm_memory import CLOSE, OPEN, fence
+from trex_ray.untrusted import CLOSE, OPEN, fence
 from trex_ray.recipes.ops import SynthesizeOp
-from trex_ray.recipes.sources import RecipeError
+from trex_ray.recipes.ops import RecipeError
 from trex_ray.recipes.transforms import Result, column_values, need
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,13 @@ log = logging.getLogger(__name__)
 MIN_ACCEPTED = 0.5  # below this share of valid rows the step fails: the LLM is not doing the job
 MAX_LABELS = 200  # a label column with more distinct values is free text, not labels
 EXAMPLE_CHARS = 1500  # of one cell shown to the LLM; longer ones are cut
-DEFAULT_RPM = 60.0
 
 
-def llm_cache_identity(llm: dict[str, Any] | None) -> list[Any]:
+def llm_cache_identity(llm: LLMConfig | None) -> list[Any]:
     """What of the LLM config decides a synthesize step's output, for its cache key: the model,
     its structured-output dialect and sampling settings. Never the URL or the key variable, so
     a moved endpoint still finds its cache and no secret ends up in a file name."""
-    llm = llm or {}
-    return [llm.get(k) for k in ("model", "structured_output", "temperature", "max_tokens")]
+    return [getattr(llm, k) if llm is not None else None for k in ("model", "structured_output", "temperature", "max_tokens")]
 
 
 class RateLimiter:
@@ -163,16 +162,16 @@ def _is_copy(values: dict[str, Any], examples: list[dict[str, Any]], label_colum
     return any(norm(values[c]) == norm(e.get(c)) for e in examples for c in cols if isinstance(e.get(c), str))
 
 
-def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: dict[str, Any] | None,
+def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: LLMConfig | None,
                dry_run: bool = False) -> Result:
     """The current rows plus (or replaced by) the validated synthetic ones, and the step's
     statistics. ``dry_run``: validate only, no LLM call, rows unchanged."""
     labels, originals = _check_columns(ds, step, where)
     if dry_run:
         return ds, {"synthetic": "skipped (dry run: validated only, no LLM call)"}
-    if not llm or not llm.get("base_url") or not llm.get("model"):
+    if llm is None or not llm.base_url or not llm.model:
         raise RecipeError(f"{where}: synthesize needs an LLM, but the run's config sets no "
-                          f"{'llm.base_url' if not (llm or {}).get('base_url') else 'llm.model'}")
+                          f"{'llm.base_url' if llm is None or not llm.base_url else 'llm.model'}")
     try:
         client = LLMClient(llm)
     except LLMError as e:
@@ -189,7 +188,7 @@ def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: dict[s
     wanted = sorted({i for g in groups for i in g})  # read only the rows the prompts show
     fetched = dict(zip(wanted, ds.select(wanted).to_list()))
     picks = [[fetched[i] for i in g] for g in groups]
-    limiter = RateLimiter(float(llm.get("synthesis_rpm") or DEFAULT_RPM))
+    limiter = RateLimiter(llm.synthesis_rpm)
     stop = threading.Event()
     failures: list[str] = []
     max_failures = max(3, step.n // 10)
@@ -211,7 +210,7 @@ def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: dict[s
             return None, "request_failed"
         return _parse(text, model, step.label_column)
 
-    with ThreadPoolExecutor(max_workers=int(llm.get("concurrency") or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=llm.concurrency) as pool:
         results = list(pool.map(one, range(step.n)))
     reasons = Counter(why for row, why in results if row is None)
     if stop.is_set() or len(failures) == step.n:
@@ -235,7 +234,7 @@ def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: dict[s
         new_rows.append(row)
     usage = client.total.to_dict()
     info = {"mode": step.mode, "requested": step.n, "accepted": len(new_rows), "rejected": step.n - len(new_rows),
-            "rejected_by": dict(sorted(reasons.items())), "copies": copies, "model": llm.get("model")}
+            "rejected_by": dict(sorted(reasons.items())), "copies": copies, "model": llm.model}
     log.info("%s: %d of %d synthetic rows valid (%s); %d calls, %d+%d tokens", where, len(new_rows), step.n,
              info["rejected_by"], usage["calls"], usage["prompt_tokens"], usage["completion_tokens"])
     if len(new_rows) < MIN_ACCEPTED * step.n:

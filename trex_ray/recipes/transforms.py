@@ -17,7 +17,7 @@ from trex_ray.recipes.ops import (
     BalanceLabelsOp, DropEmptyOp, FilterLabelsOp, FilterLengthOp, FilterQualityOp, FilterRegexOp,
     FormatOp, RenameOp, SelectOp, SubsampleOp, template_fields,
 )
-from trex_ray.recipes.sources import RecipeError
+from trex_ray.recipes.ops import RecipeError
 
 REGEX_TIMEOUT_S = 1.0  # per row; a pattern that needs longer is treated as catastrophic
 _WORD = re.compile(r"\S+")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from trex_ray.plan import TrainingConfig
+from trex_ray.search.plan import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,11 @@ class TrainResult:
     train_tokens: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        """What a node's recipe statistics keep of the training: loss, steps, the loss curve."""
+        return {"train_loss": self.train_loss, "train_steps": self.steps,
+                "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in self.history if "loss" in h]}
 
 
 def device_settings() -> dict[str, bool]:

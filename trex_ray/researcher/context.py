@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from trex_ray.config import TrainConfig
 from trex_ray.llm_client import estimate_tokens
-from trex_ray.plan import template_fields
-from trex_ray.policy import ExpansionRequest, TaskSpec
+from trex_ray.search.plan import template_fields
+from trex_ray.search.request import ExpansionRequest, TaskSpec
+from trex_ray.untrusted import CLOSE, OPEN, fence
 
-OPEN, CLOSE = "<<<UNTRUSTED DATA", "UNTRUSTED DATA>>>"
 KEEP_KEY_NODES = 2  # key nodes kept until everything else optional is gone
 FIELD_CAP = 300  # characters of any one free-text field (rationale, failure, diagnosis)
 EXACT_METRICS = ("accuracy", "exact_match", "em", "f1", "macro_f1")
 
 
-def analyze_requirements(task: TaskSpec, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+def analyze_requirements(task: TaskSpec, defaults: TrainConfig | None = None) -> dict[str, Any]:
     """The requirement spec: target metric and direction, output format constraints, the data
     that exists and what is missing, and the risks worth steering around. Derived from the task
     alone (no LLM), so it is cheap, deterministic and computed once per run."""
-    defaults = defaults or {}
     columns = list(task.columns)
     try:
         used = template_fields(task.prompt_template) + template_fields(task.completion_template)
@@ -40,7 +40,7 @@ def analyze_requirements(task: TaskSpec, defaults: dict[str, Any] | None = None)
                      "and the prompt should ask for the bare answer")
     if missing:
         risks.append(f"the templates use columns the data lacks: {missing}")
-    cap = defaults.get("max_train_samples")
+    cap = defaults.max_train_samples if defaults is not None else None
     if cap and task.train_rows > cap:
         risks.append(f"only {cap} of {task.train_rows} training rows may be used per plan")
     return {
@@ -72,16 +72,6 @@ def _line(summary: dict[str, Any]) -> str:
     """One node as one compact JSON line (no plan body: ``knobs`` says what it set)."""
     return json.dumps({k: _clip(v) for k, v in summary.items() if k != "plan" and v is not None},
                       ensure_ascii=False)
-
-
-def _neutralise(text: str) -> str:
-    """Data may not close (or reopen) the untrusted block early."""
-    return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
-
-
-def fence(text: str) -> str:
-    """``text`` as one block of untrusted data between the markers the system prompts name."""
-    return f"{OPEN}\n{_neutralise(text)}\n{CLOSE}"
 
 
 def _insight_line(item: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""The Ray Tune trainable: one trial = one node's plan, run by ``executor.execute``.
+"""The Ray Tune trainable: one trial = one node's plan, run by ``execute.execute``.
 
 A plan's own failure (bad data, out of memory, a crash in training) is caught and reported as a
 ``failed`` result, so Tune does not retry it blindly and the cause reaches the node. Only an
@@ -8,18 +8,19 @@ which ``FailureConfig`` retries.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 import traceback
+from functools import partial
 from typing import Any
 
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
-from trex_ray.executor import TrialContext, execute
-from trex_ray.plan import TrialResources, parse_plan
+from trex_ray.executor.context import TrialContext
+from trex_ray.executor.execute import execute
+from trex_ray.search.plan import TrialResources, parse_plan
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,14 @@ log = logging.getLogger(__name__)
 REPORT_EVERY_S = 2.0
 
 
-def plan_resources(plan, ctx: TrialContext) -> TrialResources:
-    return plan.resources or TrialResources.model_validate(ctx.resources or {})
-
-
-def trial_resources(config: dict[str, Any]) -> PlacementGroupFactory:
-    """What Tune reserves for a trial. A single-worker trial trains in the trial process, which
-    holds the worker's CPUs/GPUs. A multi-worker trial's process only drives a TorchTrainer whose
-    workers reserve their own resources, so it holds a sliver of a CPU (0 is not allowed)."""
-    ctx = TrialContext(**config["context"])
-    res = plan_resources(parse_plan(config["plan"]), ctx)
-    if res.distributed and config["plan"].get("training") is not None:
+def trial_resources(default: TrialResources, config: dict[str, Any]) -> PlacementGroupFactory:
+    """What Tune reserves for a trial (``default``: the run's trial shape, for plans that set
+    none). A single-worker trial trains in the trial process, which holds the worker's CPUs/GPUs.
+    A multi-worker trial's process only drives a TorchTrainer whose workers reserve their own
+    resources, so it holds a sliver of a CPU (0 is not allowed)."""
+    plan = parse_plan(config["plan"])
+    res = plan.resources or default
+    if res.distributed and plan.training is not None:
         return PlacementGroupFactory([{"CPU": 0.01}])
     bundle = {"CPU": res.cpus_per_worker}
     if res.gpus_per_worker:
@@ -45,13 +43,18 @@ def trial_resources(config: dict[str, Any]) -> PlacementGroupFactory:
     return PlacementGroupFactory([bundle])
 
 
-def run_trial(config: dict[str, Any]) -> None:
+def trainable(ctx: TrialContext) -> Any:
+    """The Tune trainable of a run: ``run_trial`` with the run's context in Ray's object store
+    (``tune.with_parameters``), reserving what each trial's plan needs."""
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), partial(trial_resources, ctx.resources))
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     import datasets
     import transformers
 
     datasets.disable_progress_bar()
     transformers.logging.set_verbosity_error()
-    ctx = TrialContext(**config["context"])
     os.environ.setdefault("OMP_NUM_THREADS", str(ctx.threads))
     node_id = config["node_id"]
     last = [0.0]
@@ -65,11 +68,11 @@ def run_trial(config: dict[str, Any]) -> None:
 
     try:
         plan = parse_plan(config["plan"])
-        res = plan_resources(plan, ctx)
+        res = plan.resources or ctx.resources
         if res.distributed and plan.training is not None:
-            from trex_ray.distributed import run_distributed
+            from trex_ray.executor.distributed import run_distributed
 
-            outcome = run_distributed(plan, node_id, ctx, res, ctx.max_failures, init_from=config.get("init_from"))
+            outcome = run_distributed(plan, node_id, ctx, res, init_from=config.get("init_from"))
         else:
             outcome = execute(plan, node_id, ctx, progress, init_from=config.get("init_from"))
     except Exception as e:  # the plan's own failure: record it, do not retry
@@ -78,4 +81,4 @@ def run_trial(config: dict[str, Any]) -> None:
                      "traceback": traceback.format_exc()[-4000:]})
         return
     # Tune flattens nested result dicts for searchers; the outcome travels as one JSON string.
-    tune.report({"node_id": node_id, "phase": "done", "score": outcome["score"], "outcome": json.dumps(outcome)})
+    tune.report({"node_id": node_id, "phase": "done", "score": outcome.score, "outcome": outcome.to_json()})

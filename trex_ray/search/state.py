@@ -2,6 +2,8 @@
 
 ``TreeState`` (the Ray actor in ``actors.py``) is exactly this class, hosted in one process so
 the tree has a single writer. Every change goes ledger-first: append (durable) then apply.
+What the views need (the report, a storage mirror) is the driver's business: it hands in
+``on_change``, called after each rewrite of tree.json.
 """
 
 from __future__ import annotations
@@ -10,41 +12,46 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from trex_ray.ledger import LEDGER_NAME, Ledger, read_events
-from trex_ray.plan import Plan
-from trex_ray.policy import ExpansionRequest, TaskSpec, baseline_plan
-from trex_ray.tree import Node, SearchParams, Tree
+from trex_ray.config import Config
+from trex_ray.search.bad_cases import describe, insight_memory, rule_diagnosis
+from trex_ray.search.fit import FitCheck
+from trex_ray.search.ledger import LEDGER_NAME, Ledger, read_events
+from trex_ray.search.outcome import Cost, TrialOutcome
+from trex_ray.search.plan import Plan
+from trex_ray.search.request import ExpansionRequest, Proposal, TaskSpec, baseline_plan
+from trex_ray.search.tree import Node, SearchParams, Tree, node_number
 
 log = logging.getLogger(__name__)
 
 ROOT_ID = "n0"
 
 
+@dataclass(frozen=True)
+class Handout:
+    """The TreeState's answer to "which node runs next?": a node to run (``node_id``, its plan,
+    and for a warm start the parent's model ``init_from``), nothing yet (``wait``), or the end
+    of the search (``done``, with why)."""
+
+    node_id: str | None = None
+    plan: Plan | None = None
+    parent_id: str | None = None
+    init_from: str | None = None  # the parent's trained model a warm-start plan trains further
+    done: str | None = None  # why the search is over
+    running: int = 0  # trials running now
+
+
 class SearchState:
-    def __init__(
-        self,
-        run_dir: str,
-        params: SearchParams,
-        task: TaskSpec,
-        defaults: dict[str, Any],
-        max_trials: int,
-        children_per_expansion: int,
-        seed: int = 0,
-        live_report: bool = False,
-        fit_check: dict[str, Any] | None = None,
-        storage: str | None = None,
-    ) -> None:
+    def __init__(self, run_dir: str | os.PathLike, cfg: Config, task: TaskSpec, fit: FitCheck | None = None,
+                 on_change: Callable[[Path, Tree], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.storage = storage  # remote storage the views and ledger are mirrored to (storage.py)
+        self.cfg, self.task, self.fit = cfg, task, fit
+        self.on_change = on_change  # after tree.json is rewritten: the driver's views (report, mirror)
         self._views_written_at, self._views_cost = 0.0, 0.0
-        # {"dims": ModelDims fields, "resources": default TrialResources, "gpu_memory_gb": float}
-        self.fit_check = fit_check
-        self.live_report = live_report  # rebuild report.html/.md whenever a node ends
-        self.task, self.defaults, self.seed = task, defaults, seed
-        self.max_trials, self.children_per_expansion = max_trials, children_per_expansion
+        params = SearchParams(cfg.search, task.higher_is_better, task.metric_range[1] - task.metric_range[0])
         ledger_path = self.run_dir / LEDGER_NAME
         existing = list(read_events(ledger_path)) if ledger_path.exists() else []
         self.ledger = Ledger(self.run_dir)
@@ -56,8 +63,10 @@ class SearchState:
             for node in self.tree.by_status("running"):
                 self._record({"type": "node_requeued", "node_id": node.id})
         else:
-            self._record({"type": "run_started", "task": task.id, "max_trials": max_trials})
-        self._next_id = 1 + max((int(n[1:]) for n in self.tree.nodes), default=-1)
+            self._record({"type": "run_started", "task": task.id, "metric": task.metric,
+                          "higher_is_better": task.higher_is_better, "metric_range": list(task.metric_range),
+                          "max_trials": cfg.search.max_trials})
+        self._next_id = 1 + max((node_number(n) for n in self.tree.nodes), default=-1)
         self.expanding: str | None = None
         self.closed = False  # after close(): late diagnoses and insights are dropped
         self._insights_asked = 0  # finished trials when insights were last asked for (not durable)
@@ -72,7 +81,7 @@ class SearchState:
 
     def _plan_node(self, parent_id: str | None, plan: Plan, source: str, note: str | None = None) -> str:
         node_id = ROOT_ID if parent_id is None else f"n{self._next_id}"
-        self._next_id = max(self._next_id, int(node_id[1:]) + 1)
+        self._next_id = max(self._next_id, node_number(node_id) + 1)
         self._record({"type": "node_planned", "node_id": node_id, "parent_id": parent_id,
                       "plan": plan.model_dump(mode="json"), "source": source,
                       **({"note": note[:2000]} if note else {})})
@@ -85,21 +94,21 @@ class SearchState:
 
     def trials_left(self) -> int:
         planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID)
-        return self.max_trials - self.trials_started() - planned
+        return self.cfg.search.max_trials - self.trials_started() - planned
 
     # ------------------------------------------------------------------ the searcher's calls
-    def next_node(self, trial_id: str) -> dict[str, Any]:
-        """Hand out the oldest planned node and mark it running, or say why there is none:
-        ``{"node_id", "plan"}`` | ``{"wait": True, "running": k}`` | ``{"done": True}``."""
+    def next_node(self, trial_id: str) -> Handout:
+        """Hand out the oldest planned node and mark it running, or say why there is none."""
         if self.tree.root is None:
             self._plan_node(None, baseline_plan(self.task), "builtin")
         root = self.tree.root
         if root.status == "failed":
-            return {"done": True, "reason": f"the baseline failed: {root.failure}"}
-        budget_left = self.trials_started() < self.max_trials
+            return Handout(done=f"the baseline failed: {root.failure}")
+        max_trials = self.cfg.search.max_trials
+        budget_left = self.trials_started() < max_trials
         planned = [n for n in self.tree.by_status("planned") if n.id == ROOT_ID or budget_left]
-        for node in sorted(planned, key=lambda n: int(n.id[1:])):
-            cause = self._does_not_fit(node.plan) or self._cannot_warm_start(node)
+        for node in sorted(planned, key=lambda n: node_number(n.id)):
+            cause = (self.fit.why_not(node.plan) if self.fit else None) or self._cannot_warm_start(node)
             if cause is None:
                 break
             # rejected before any accelerator time: a failed node the Researcher learns from
@@ -112,21 +121,11 @@ class SearchState:
             init_from = self._init_from(node)
             self._record({"type": "node_started", "node_id": node.id, "trial_id": trial_id,
                           **({"init_from": init_from} if init_from else {})})
-            return {"node_id": node.id, "plan": node.plan.model_dump(mode="json"), "parent_id": node.parent_id,
-                    "init_from": init_from}
+            return Handout(node_id=node.id, plan=node.plan, parent_id=node.parent_id, init_from=init_from)
         running = len(self.tree.by_status("running"))
-        if self.trials_started() >= self.max_trials:
-            return {"done": True, "reason": "trial budget spent", "running": running}
-        return {"wait": True, "running": running}
-
-    def _does_not_fit(self, plan: Plan) -> str | None:
-        if not self.fit_check or not self.fit_check.get("dims"):
-            return None
-        from trex_ray.memory import ModelDims, check_fits
-        from trex_ray.plan import TrialResources
-
-        res = plan.resources or TrialResources.model_validate(self.fit_check["resources"])
-        return check_fits(ModelDims(**self.fit_check["dims"]), plan.training, res, self.fit_check["gpu_memory_gb"])
+        if self.trials_started() >= max_trials:
+            return Handout(done="trial budget spent", running=running)
+        return Handout(running=running)
 
     def _init_from(self, node: Node) -> str | None:
         """The parent's trained model (a local path or storage URI) a warm-start node starts from."""
@@ -155,7 +154,7 @@ class SearchState:
                     "parent's weights cannot be loaded; a warm start keeps the parent's method and LoRA shape")
         return None
 
-    def begin_expansion(self) -> dict[str, Any] | None:
+    def begin_expansion(self) -> ExpansionRequest | None:
         """Select a node by UCT and return the Researcher's request for it, or None when no
         expansion is possible now (nothing selectable, one in flight, or no budget left)."""
         if self.expanding is not None or self.trials_left() <= 0:
@@ -165,45 +164,43 @@ class SearchState:
             return None
         self.expanding = node.id
         self._record({"type": "expansion", "node_id": node.id})
-        request = ExpansionRequest(
-            task=self.task, memory=self.tree.memory(node.id),
-            n=min(self.children_per_expansion, self.trials_left()), defaults=self.defaults, seed=self.seed,
-        )
-        return {"node_id": node.id, "request": request}
+        s = self.cfg.search
+        return ExpansionRequest(node_id=node.id, task=self.task, memory=self.tree.memory(node.id),
+                                n=min(s.children_per_expansion, self.trials_left()), defaults=self.cfg.train,
+                                seed=s.seed)
 
-    def add_children(self, parent_id: str, plans: list[dict[str, Any]], source: str,
-                     note: str | None = None) -> list[str]:
-        """Record the Researcher's plans as planned children (each re-validated: it is the last
-        gate before a plan is run). ``note`` says why, e.g. why the LLM was not used."""
+    def add_children(self, parent_id: str, proposal: Proposal) -> list[str]:
+        """Record the Researcher's plans as planned children (each re-validated from its data:
+        this is the last gate before a plan is run). The proposal's ``note`` says why, e.g. why
+        the LLM was not used."""
         self.expanding = None
         ids = []
-        for raw in plans[: max(self.trials_left(), 0)]:
+        for plan in proposal.plans[: max(self.trials_left(), 0)]:
             try:
-                plan = Plan.model_validate(raw)
+                plan = Plan.model_validate(plan.model_dump())
             except ValueError as e:
                 log.warning("dropping an invalid plan for %s: %s", parent_id, e)
                 continue
-            ids.append(self._plan_node(parent_id, plan, source, note))
+            ids.append(self._plan_node(parent_id, plan, proposal.source, proposal.note))
         return ids
 
     def expansion_failed(self, parent_id: str, cause: str) -> None:
         self.expanding = None
         self._record({"type": "expansion_failed", "node_id": parent_id, "cause": cause[:2000]})
 
-    def finish(self, node_id: str, outcome: dict[str, Any]) -> None:
-        if outcome.get("bad_cases"):
+    def finish(self, node_id: str, outcome: TrialOutcome) -> None:
+        if outcome.bad_cases:
             # the rule-based diagnosis, so every run has one; recorded before the node ends so
             # that the views written at its end show it (an LLM diagnosis may replace it later)
-            from trex_ray.diagnosis import rule_diagnosis
+            self.record_diagnosis(node_id, rule_diagnosis(outcome.bad_cases), refresh=False)
+        self._record({"type": "node_finished", "node_id": node_id, "score": outcome.score,
+                      "metrics": outcome.metrics, "cost": asdict(outcome.cost),
+                      "artifacts": outcome.artifacts, "recipe_stats": outcome.recipe_stats})
 
-            self.record_diagnosis(node_id, rule_diagnosis(outcome["bad_cases"]), refresh=False)
-        self._record({"type": "node_finished", "node_id": node_id, "score": outcome["score"],
-                      "metrics": outcome["metrics"], "cost": outcome.get("cost"),
-                      "artifacts": outcome.get("artifacts"), "recipe_stats": outcome.get("recipe_stats")})
-
-    def fail(self, node_id: str, cause: str, cost: dict[str, Any] | None = None) -> None:
+    def fail(self, node_id: str, cause: str, cost: Cost | None = None) -> None:
         if self.tree.nodes[node_id].is_pending:
-            self._record({"type": "node_failed", "node_id": node_id, "cause": cause[:4000], "cost": cost})
+            self._record({"type": "node_failed", "node_id": node_id, "cause": cause[:4000],
+                          "cost": asdict(cost) if cost else None})
 
     # ------------------------------------------------------------------ diagnoses and insights
     def diagnosis_request(self, node_id: str) -> dict[str, Any] | None:
@@ -214,8 +211,6 @@ class SearchState:
     def record_diagnosis(self, node_id: str, detail: dict[str, Any], refresh: bool = True) -> None:
         """Store a node's diagnosis (``diagnosis.py``) as a ``node_diagnosed`` event carrying the
         structured detail and its short text. Dropped after ``close`` or for an unknown node."""
-        from trex_ray.diagnosis import describe
-
         if self.closed or node_id not in self.tree.nodes:
             log.info("dropping a late diagnosis of %s", node_id)
             return
@@ -232,8 +227,6 @@ class SearchState:
         done = self.finished_trials()
         if every <= 0 or self.closed or done - max(self.tree.insights_after, self._insights_asked) < every:
             return None
-        from trex_ray.diagnosis import insight_memory
-
         self._insights_asked = done
         return {"after_trials": done, "memory": insight_memory(self.tree)}
 
@@ -245,9 +238,10 @@ class SearchState:
                       "insights": out["insights"], "usage": out.get("usage")})
         self.refresh_views()
 
-    def close(self, reason: str) -> dict[str, Any]:
+    def close(self, reason: str) -> Tree:
         """End the run: planned nodes that will not run are pruned (kept in the tree as ideas);
-        a node still running lost its trial with the driver's loop and is failed."""
+        a node still running lost its trial with the driver's loop and is failed. Returns the
+        final tree."""
         for node in self.tree.by_status("running"):
             self._record({"type": "node_failed", "node_id": node.id, "cause": f"run ended before its trial reported ({reason})"})
         for node in self.tree.by_status("planned"):
@@ -256,15 +250,15 @@ class SearchState:
         self.write_tree()
         self.closed = True
         self.ledger.close()
-        return self.snapshot()
+        return self.tree
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> dict[str, Any]:
         return self.tree.to_dict()
 
     def refresh_views(self) -> None:
-        """Rewrite tree.json (and the report) unless that would take more than a tenth of the
-        actor's time: on a large tree the views are rewritten less often, the decisions stay
+        """Rewrite tree.json (and the driver's views) unless that would take more than a tenth of
+        the actor's time: on a large tree the views are rewritten less often, the decisions stay
         fast; the ledger, not the views, is what makes the run durable. ``close`` always writes."""
         if time.time() - self._views_written_at < 9 * self._views_cost:
             return
@@ -276,14 +270,8 @@ class SearchState:
         tmp = self.run_dir / "tree.json.tmp"
         tmp.write_text(json.dumps(self.snapshot(), indent=1, default=str), encoding="utf-8")
         os.replace(tmp, self.run_dir / "tree.json")
-        if self.storage:
-            from trex_ray.storage import RunStorage
-
-            RunStorage(self.storage).mirror_run_files(self.run_dir)
-        if self.live_report:
+        if self.on_change is not None:
             try:
-                from trex_ray.report import write_report
-
-                write_report(self.run_dir)
-            except Exception as e:  # noqa: BLE001 - the report is a view; it must never stop the run
-                log.warning("could not update the report: %s", e)
+                self.on_change(self.run_dir, self.tree)
+            except Exception as e:  # noqa: BLE001 - the views must never stop the run
+                log.warning("could not update the run's views: %s", e)

@@ -7,7 +7,8 @@ import logging
 import time
 from typing import Any
 
-from trex_ray.plan import Plan
+from trex_ray.search.plan import Plan
+from trex_ray.search.tree import Tree
 
 log = logging.getLogger("trex_ray.live")
 
@@ -72,15 +73,12 @@ class LiveView:
                  self.finished, self.max_trials, self.failed, len(self.running), best, time.time() - self.t0)
 
 
-def leaderboard(tree: dict[str, Any], metric: str, higher_is_better: bool = True) -> str:
-    """The run's nodes as a table, best first (unscored nodes last)."""
-    sign = -1.0 if higher_is_better else 1.0
-    rows = sorted(tree["nodes"], key=lambda n: (n["score"] is None, sign * (n["score"] or 0.0), n["id"]))
+def leaderboard(tree: Tree, metric: str) -> str:
+    """The run's nodes as a table, in the tree's ranking (best first, unscored last)."""
     head = f"{'node':<5} {'parent':<6} {'direction':<15} {'knobs':<44} {metric:>9} {'status':<9}"
     lines = [head, "-" * len(head)]
-    for n in rows:
-        plan = Plan.model_validate(n["plan"])
-        score = f"{n['score']:.4f}" if n["score"] is not None else "-"
-        lines.append(f"{n['id']:<5} {n['parent_id'] or '-':<6} {plan.direction:<15} {plan.knobs()[:44]:<44} "
-                     f"{score:>9} {n['status']:<9}")
+    for n in tree.ranked():
+        score = f"{n.score:.4f}" if n.score is not None else "-"
+        lines.append(f"{n.id:<5} {n.parent_id or '-':<6} {n.plan.direction:<15} {n.plan.knobs()[:44]:<44} "
+                     f"{score:>9} {n.status:<9}")
     return "\n".join(lines)

@@ -9,70 +9,31 @@ resumable and testable.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from trex_ray.plan import FormatOp, LoadOp, Plan, Recipe, SubsampleOp, TrainingConfig, template_fields
+from trex_ray.config import TrainConfig
 from trex_ray.recipes.ops import BalanceLabelsOp, DedupExactOp, DropEmptyOp
+from trex_ray.search.plan import FormatOp, LoadOp, Plan, Recipe, SubsampleOp, TrainingConfig, template_fields
+from trex_ray.search.request import ExpansionRequest, TaskSpec
 
 # What each direction changes, in the order an expert tries them when nothing is known yet.
 PREFERENCE = ("hyperparameters", "more_data", "method", "prompt_format", "data_quality")
 ANSWER_SUFFIX = "\nRespond with the answer only, no explanation."
 
 
-@dataclass
-class TaskSpec:
-    """What the Researcher knows about the task (plain data, safe to send to an LLM)."""
-
-    id: str
-    description: str
-    metric: str
-    higher_is_better: bool
-    prompt_template: str
-    completion_template: str
-    train_rows: int
-    columns: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ExpansionRequest:
-    """Everything needed to propose children of one node."""
-
-    task: TaskSpec
-    memory: dict[str, Any]  # Tree.memory(node_id)
-    n: int
-    defaults: dict[str, Any]  # TrainConfig fields
-    seed: int = 0
-
-
-class Researcher(Protocol):
-    def propose(self, request: ExpansionRequest) -> list[Plan]: ...
-
-
-def baseline_plan(task: TaskSpec) -> Plan:
-    """The root: the untrained base model, prompted exactly as trained models will be."""
-    return Plan(
-        direction="baseline",
-        rationale="Score of the base model before any fine-tuning; every gain is measured from it.",
-        recipe=Recipe(steps=[LoadOp(), FormatOp(prompt=task.prompt_template, completion=task.completion_template)]),
-    )
-
-
-def first_plan(task: TaskSpec, defaults: dict[str, Any], seed: int = 0) -> Plan:
+def first_plan(task: TaskSpec, d: TrainConfig, seed: int = 0) -> Plan:
     """The default fine-tune: the configured method and knobs on ``train_samples`` rows."""
-    d = defaults
     training = TrainingConfig(
-        method=d["method"], learning_rate=d["learning_rate"],
-        num_epochs=d["num_epochs"], batch_size=d["batch_size"], grad_accum=d["grad_accum"],
-        max_seq_length=d["max_seq_length"], lora_r=d["lora_r"], lora_alpha=2 * d["lora_r"], seed=seed,
+        method=d.method, learning_rate=d.learning_rate,
+        num_epochs=d.num_epochs, batch_size=d.batch_size, grad_accum=d.grad_accum,
+        max_seq_length=d.max_seq_length, lora_r=d.lora_r, lora_alpha=2 * d.lora_r, seed=seed,
     )
-    n = min(d["train_samples"], d["max_train_samples"], task.train_rows)
+    n = min(d.train_samples, d.max_train_samples, task.train_rows)
     recipe = Recipe(steps=[
         LoadOp(), SubsampleOp(n=n, seed=seed),
         FormatOp(prompt=task.prompt_template, completion=task.completion_template),
     ])
-    return Plan(direction="method", rationale=f"Default {d['method']} fine-tune on {n} examples.",
+    return Plan(direction="method", rationale=f"Default {d.method} fine-tune on {n} examples.",
                 recipe=recipe, training=training)
 
 
@@ -146,14 +107,14 @@ class BuiltinPolicy:
         rest = [p for p in out if p not in first]
         return (first + rest)[: request.n]
 
-    def _variants(self, direction: str, p: Plan, task: TaskSpec, d: dict, gain: float | None,
+    def _variants(self, direction: str, p: Plan, task: TaskSpec, d: TrainConfig, gain: float | None,
                   trained: bool = False) -> list[Plan]:
         """Plans one ``direction`` away from ``p``; ``trained``: ``p`` is the node's own plan,
         whose trained weights a child may start from (never the root's, the untrained model)."""
         t = p.training
         assert t is not None
         n = p.recipe.sample_cap or task.train_rows
-        cap = min(d["max_train_samples"], task.train_rows)
+        cap = min(d.max_train_samples, task.train_rows)
         if direction == "hyperparameters":
             up = min(t.learning_rate * 2.5, 1e-2 if t.method == "lora" else 2e-4)
             down = t.learning_rate / 2.5
@@ -189,7 +150,7 @@ class BuiltinPolicy:
         return []
 
 
-def _grid(p: Plan, task: TaskSpec, d: dict) -> list[Plan]:
+def _grid(p: Plan, task: TaskSpec, d: TrainConfig) -> list[Plan]:
     """Learning rate x {1/5, 1/2.5, 2.5, 5} crossed with LoRA rank x {1/2, 1, 2, 4} (LoRA), or the
     learning rates alone (full fine-tuning); that plane first at the node's epochs and data, then
     with one more epoch, then with twice the data, then both: nearest to the node first, within
@@ -203,7 +164,7 @@ def _grid(p: Plan, task: TaskSpec, d: dict) -> list[Plan]:
     if t.method != "lora":
         ranks = [t.lora_r]
     n = p.recipe.sample_cap or task.train_rows
-    more = min(2 * n, d["max_train_samples"], task.train_rows)
+    more = min(2 * n, d.max_train_samples, task.train_rows)
     planes = [(t.num_epochs, None), (t.num_epochs + 1, None)] + ([(t.num_epochs, more), (t.num_epochs + 1, more)] if more > n else [])
     out = []
     for epochs, rows in planes:

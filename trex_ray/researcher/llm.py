@@ -14,33 +14,27 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from trex_ray.llm_client import LLMClient, LLMError, Usage, estimate_tokens, extract_json
-from trex_ray.llm_memory import analyze_requirements, render_context
-from trex_ray.research_loop import CITE, FINDINGS_SHARE, ResearchLog, cited, ensure_research, render_findings
-from trex_ray.plan import DIRECTIONS, Plan, explain
-from trex_ray.policy import BuiltinPolicy, ExpansionRequest, first_plan
+from trex_ray.config import LLMConfig, TaskConfig
+from trex_ray.llm_client import LLMClient, LLMError, Usage, estimate_tokens
+from trex_ray.researcher.answers import Answer, InvalidAnswer, llm_schema, validate_answer
+from trex_ray.researcher.builtin import BuiltinPolicy, first_plan
+from trex_ray.researcher.context import analyze_requirements, render_context
+from trex_ray.researcher.research import CITE, FINDINGS_SHARE, ResearchLog, cited, ensure_research, render_findings
+from trex_ray.search.plan import DIRECTION_HELP, SEARCH_DIRECTIONS, Plan, SearchDirection, TrainingConfig, bounds
+from trex_ray.search.request import ExpansionRequest, Proposal
 
 log = logging.getLogger(__name__)
 
 EXPANSIONS_FILE = "llm_expansions.jsonl"
 REQUIREMENT_FILE = "requirement.json"
 MAX_PLANS = 8
-SCHEMA_STRING_CAP = 400  # longest string the constrained decoder may emit (keeps answers short)
 ECHO_CAP = 3000  # characters of a bad answer quoted back in the re-ask
-
-DIRECTION_HELP = {
-    "more_data": "train on more rows (a larger subsample n)",
-    "data_quality": "change which rows are used (filters, deduplication, balancing, sources, decontamination)",
-    "hyperparameters": "learning rate, epochs, batch size, scheduler, warmup, weight decay",
-    "method": "LoRA versus full fine-tuning, LoRA rank/alpha/dropout/target modules",
-    "prompt_format": "the prompt and completion templates over the data's columns",
-}
+PROMPT_BOUNDS = ("method", "learning_rate", "num_epochs", "batch_size", "lora_r")  # told to the LLM
 
 SYSTEM = (
     "You are the Researcher of an automated LLM fine-tuning search. You choose the next "
@@ -50,18 +44,14 @@ SYSTEM = (
 )
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DirectionChoice(_Answer):
+class DirectionChoice(Answer):
     """Step 1: where to go from the selected node."""
 
-    direction: Literal["more_data", "data_quality", "hyperparameters", "method", "prompt_format"]
+    direction: SearchDirection
     reasoning: str = Field(min_length=1, max_length=2000)
 
 
-class PlanBatch(_Answer):
+class PlanBatch(Answer):
     """Step 2: concrete plans, and how they differ from each other."""
 
     differences: str = Field(min_length=1, max_length=2000)
@@ -72,50 +62,6 @@ class PlanBatch(_Answer):
         if any(p.direction == "baseline" for p in self.plans):
             raise ValueError("the baseline exists already; every plan needs a training config and another direction")
         return self
-
-
-class InvalidAnswer(ValueError):
-    """The LLM's answer is not JSON matching the schema (message: what is wrong, per field)."""
-
-
-def llm_schema(model: type[BaseModel], max_items: int | None = None) -> dict[str, Any]:
-    """The JSON schema sent for constrained decoding: the model's own schema with long string
-    limits capped (a small model under a grammar otherwise fills thousands of characters) and
-    the plan list capped at ``max_items``. Validation still uses the real model."""
-    schema = copy.deepcopy(model.model_json_schema())
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "string" and "enum" not in node and node.get("maxLength", 10**9) > SCHEMA_STRING_CAP:
-                node["maxLength"] = SCHEMA_STRING_CAP
-            # A tag like ``op: Literal["load"] = "load"`` has a default, so pydantic leaves it
-            # optional, but the discriminated union needs it: a grammar must always emit it.
-            props = node.get("properties")
-            if isinstance(props, dict):
-                tags = [k for k, v in props.items() if isinstance(v, dict) and "const" in v]
-                if tags:
-                    node["required"] = list(dict.fromkeys([*node.get("required", []), *tags]))
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(schema)
-    plan = schema.get("$defs", {}).get("Plan")
-    if plan is not None:
-        # Children always train, so the LLM-facing plan has a required, non-null training
-        # config and no baseline direction; resources stay the run's (the LLM is not asked).
-        props = plan["properties"]
-        props["direction"]["enum"] = [d for d in props["direction"].get("enum", DIRECTIONS) if d != "baseline"]
-        props["direction"].pop("const", None)
-        if "TrainingConfig" in schema["$defs"]:
-            props["training"] = {"$ref": "#/$defs/TrainingConfig"}
-            plan["required"] = list(dict.fromkeys([*plan.get("required", []), "training"]))
-        props.pop("resources", None)
-    if max_items is not None and "plans" in schema.get("properties", {}):
-        schema["properties"]["plans"]["maxItems"] = max_items
-    return schema
 
 
 def _warm_start_rule(request: ExpansionRequest) -> str:
@@ -135,42 +81,13 @@ def _step_ops() -> list[str]:
     return [o for o in ops if o and o not in ("load", "format")]
 
 
-def validate_answer(text: str, model: type[BaseModel], name: str) -> BaseModel:
-    """Parse (as JSON data only) and validate an answer; InvalidAnswer names every problem."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            data = extract_json(text)
-        except ValueError as e:
-            raise InvalidAnswer(f"{name}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise InvalidAnswer(f"{name}: expected a JSON object, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise InvalidAnswer(explain(e, prefix=name)) from None
-
-
-@dataclass
-class Proposal:
-    """One expansion's outcome, with where it came from and what it cost."""
-
-    plans: list[Plan]
-    source: str  # "llm" | "builtin-fallback"
-    note: str
-    usage: dict[str, Any]
-    direction: str | None = None
-    first_try_valid: list[bool] = field(default_factory=list)  # per ask: valid without a re-ask
-    findings: list[str] = field(default_factory=list)  # ids of the research findings in the plan prompt
-
-
 class LLMResearcher:
     """``propose(request) -> list[Plan]`` like ``BuiltinPolicy``, via an LLM; ``propose_detailed``
     also says whether the LLM or the fallback proposed, why, and at what cost."""
 
-    def __init__(self, llm_config: dict[str, Any] | None, run_dir: str | None = None) -> None:
-        self.cfg = dict(llm_config or {})
+    def __init__(self, cfg: LLMConfig, run_dir: str | Path | None = None, task_cfg: TaskConfig | None = None) -> None:
+        self.cfg = cfg
+        self.task_cfg = task_cfg or TaskConfig()  # the data the research tools may list
         self.run_dir = Path(run_dir) if run_dir else None
         self.fallback = BuiltinPolicy()
         self.requirement: dict[str, Any] | None = None
@@ -178,13 +95,10 @@ class LLMResearcher:
         self.unavailable: str | None = None
         self.research = ResearchLog(self.run_dir)  # the run's findings (research.jsonl), restored on resume
         self._in_prompt: list[str] = []
-        if not self.cfg.get("base_url") or not self.cfg.get("model"):
-            self.unavailable = "no LLM configured (llm.base_url and llm.model)"
-        else:
-            try:
-                self.client = LLMClient(self.cfg)
-            except LLMError as e:
-                self.unavailable = str(e)
+        try:
+            self.client = LLMClient(self.cfg)
+        except LLMError as e:
+            self.unavailable = str(e)
         if self.client is not None:
             self._restore_usage()
 
@@ -241,7 +155,7 @@ class LLMResearcher:
             # Checked once per expansion: the spend may overshoot max_cost by one expansion's
             # calls, rather than waste the calls already made on a half-finished expansion.
             self.client.check_budget()
-            ensure_research(self.client, self.cfg, self.research, request, self.run_dir)  # once per run
+            ensure_research(self.client, self.cfg, self.research, request, self.task_cfg)  # once per run
             choice, plans = self._ask_llm(request, spec, checks)
             direction = choice.direction
             source, note = "llm", f"{choice.direction}: {choice.reasoning[:300]}"
@@ -268,7 +182,7 @@ class LLMResearcher:
     def _ask_llm(self, request: ExpansionRequest, spec: dict[str, Any],
                  checks: list[bool]) -> tuple[DirectionChoice, list[Plan]]:
         mem, n = request.memory, min(request.n, MAX_PLANS)
-        budget = self.cfg.get("max_prompt_tokens", 3000)
+        budget = self.cfg.max_prompt_tokens
         findings, self._in_prompt = render_findings(self.research.findings, budget // FINDINGS_SHARE)
         context = render_context(request, spec, budget - estimate_tokens(findings))
         context += "\n" + findings if findings else ""
@@ -296,7 +210,7 @@ class LLMResearcher:
         """Ask, validate, and on an invalid answer re-ask exactly once with the errors."""
         assert self.client is not None
         schema = llm_schema(model, max_items)
-        if self.cfg.get("structured_output") == "none":  # no constrained decoding: show the schema
+        if self.cfg.structured_output == "none":  # no constrained decoding: show the schema
             messages = messages[:-1] + [{"role": "user", "content": messages[-1]["content"]
                                          + "\n\nJSON schema of the reply:\n" + json.dumps(schema)}]
         text, _ = self.client.chat(messages, schema, name)
@@ -331,13 +245,12 @@ class LLMResearcher:
         return (
             f"Step 2. Propose {n} plan(s) in direction {choice.direction}, each a change of this starting "
             f"plan:\n{start.model_dump_json(exclude={'rationale'})}\n"
-            "Rules: direction is one of more_data, data_quality, hyperparameters, method, prompt_format; "
+            f"Rules: direction is one of {', '.join(SEARCH_DIRECTIONS)}; "
             "every plan has a training config; recipe.steps start with a load step "
             "({\"op\": \"load\", \"source\": \"task:train\"}) and have exactly one format step "
             f"({{\"op\": \"format\", \"prompt\": ..., \"completion\": ...}}) whose templates use only {{column}} fields "
             f"from: {cols}; other step ops: {', '.join(_step_ops())}; subsample n <= {request.task.train_rows}. "
-            "training: method lora|full, 0 < learning_rate <= 0.01, 0 < num_epochs <= 50, "
-            f"batch_size 1-1024, lora_r 1-1024. {_warm_start_rule(request)} "
+            f"training: {bounds(TrainingConfig, PROMPT_BOUNDS)}. {_warm_start_rule(request)} "
             "Each plan must differ from the others and from the existing "
             "children; state how in `differences` and in each plan's rationale. "
             'Reply as {"differences": "...", "plans": [...]}.'

@@ -12,17 +12,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Literal
 
-from trex_ray.plan import Plan
+from trex_ray.config import SearchConfig
+from trex_ray.search.outcome import Cost
+from trex_ray.search.plan import Plan
 
 Status = Literal["planned", "running", "succeeded", "failed", "pruned"]
 PENDING: tuple[str, ...] = ("planned", "running")
 
 
-@dataclass
-class Cost:
-    wall_seconds: float = 0.0
-    train_samples: int = 0
-    train_tokens: int = 0
+def node_number(node_id: str) -> int:
+    """``n12`` -> 12: node ids sort by number, not as strings (n2 before n10)."""
+    return int(node_id[1:])
 
 
 @dataclass
@@ -87,17 +87,18 @@ class Node:
         return d
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchParams:
-    """Knobs of the tree policy (copied from ``SearchConfig``; see there for meanings)."""
+    """Knobs of the tree policy: the search config's (see ``SearchConfig`` for their meaning)
+    and the task metric's direction and range."""
 
-    exploration: float = 1.0
-    virtual_loss: float = 1.0
-    failure_reward: float = -0.5
-    max_expansions: int = 2
-    max_depth: int = 8
+    search: SearchConfig = field(default_factory=SearchConfig)
     higher_is_better: bool = True
-    metric_range: float = 1.0
+    metric_range: float = 1.0  # high - low of the metric: rewards are gains over base / range
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.higher_is_better else -1.0
 
 
 class Tree:
@@ -162,7 +163,7 @@ class Tree:
         elif kind == "node_failed":
             node = self._finish(self.nodes[ev["node_id"]], "failed", ev, ts)
             node.failure = ev.get("cause", "unknown")
-            self._backprop(node, self.params.failure_reward)
+            self._backprop(node, self.params.search.failure_reward)
         elif kind == "node_pruned":
             node = self._finish(self.nodes[ev["node_id"]], "pruned", ev, ts)
             node.failure = ev.get("reason")
@@ -203,8 +204,7 @@ class Tree:
         base = self.base_score
         if score is None or base is None:
             return None
-        sign = 1.0 if self.params.higher_is_better else -1.0
-        return sign * (score - base) / self.params.metric_range
+        return self.params.sign * (score - base) / self.params.metric_range
 
     def _rescore_all(self) -> None:
         """The base score arrived: give every already-finished node its reward (rare: only when a
@@ -250,29 +250,39 @@ class Tree:
 
     def _best(self, trained_only: bool) -> Node | None:
         done = [n for n in self.by_status("succeeded") if not (trained_only and n.id == self.root_id)]
-        if not done:
-            return None
-        sign = 1.0 if self.params.higher_is_better else -1.0
-        # ties go to the earlier node: it was found first and cost no more
-        return max(done, key=lambda n: (sign * (n.score or 0.0), -n.depth, -(n.created_at or 0.0)))
+        return min(done, key=self.rank_key) if done else None
+
+    def rank_key(self, node: Node) -> tuple:
+        """The one ranking of the run (leaderboards, reports, the best node): better score
+        first, unscored last; ties go to the shallower, then the earlier node (found first, and
+        cost no more)."""
+        unscored = node.score is None
+        return (unscored, 0.0 if unscored else -self.params.sign * node.score, node.depth, node_number(node.id))
+
+    def ranked(self) -> list[Node]:
+        return sorted(self.nodes.values(), key=self.rank_key)
+
+    def lineage(self, node_id: str) -> list[Node]:
+        """Nodes from the root down to ``node_id`` (empty for an unknown id)."""
+        return list(reversed(self.path(node_id)))
 
     # ------------------------------------------------------------------ selection
     def uct(self, q: float, n: int, parent_n: int) -> float:
         if n <= 0:
             return math.inf
-        return q + self.params.exploration * math.sqrt(math.log(max(parent_n, 1)) / n)
+        return q + self.params.search.exploration * math.sqrt(math.log(max(parent_n, 1)) / n)
 
     def _virtual_q(self, node: Node) -> float:
         """Mean reward with each pending trial below counted as a loss, so parallel selections
         spread over the tree instead of all piling onto the branch that is already busy."""
         n = node.visits + node.pending
-        return (node.value_sum - self.params.virtual_loss * node.pending) / n if n else 0.0
+        return (node.value_sum - self.params.search.virtual_loss * node.pending) / n if n else 0.0
 
     def can_expand(self, node: Node) -> bool:
         return (
             node.status == "succeeded"
-            and node.depth < self.params.max_depth
-            and node.expansions < self.params.max_expansions
+            and node.depth < self.params.search.max_depth
+            and node.expansions < self.params.search.max_expansions
         )
 
     def _frontier(self) -> set[str]:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
-from trex_ray.report import RunData, best_so_far, knobs, ranked
+from trex_ray.report.data import RunData, best_so_far, load_run
+from trex_ray.report.markdown import render_markdown
+from trex_ray.search.tree import Node, Tree
 
 STATUS_STYLE = {  # marker symbol and colour of nodes without a score to colour them by
     "failed": ("x", "#d62728"),
@@ -32,25 +36,24 @@ def safe_json(obj: Any) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def layout(tree: dict[str, Any]) -> dict[str, tuple[float, float]]:
+def layout(tree: Tree) -> dict[str, tuple[float, float]]:
     """(x, y) per node: leaves spread left to right in depth-first order, each parent centred
     over its children, one row per depth (root at the top)."""
-    nodes = {n["id"]: n for n in tree["nodes"]}
     pos: dict[str, tuple[float, float]] = {}
     next_leaf = [0.0]
 
     def place(node_id: str) -> float:
-        n = nodes[node_id]
-        kids = [k for k in n["children"] if k in nodes]
+        n = tree.nodes[node_id]
+        kids = [k for k in n.children if k in tree.nodes]
         x = sum(place(k) for k in kids) / len(kids) if kids else next_leaf[0]
         if not kids:
             next_leaf[0] += 1.0
-        pos[node_id] = (x, -float(n["depth"]))
+        pos[node_id] = (x, -float(n.depth))
         return x
 
-    roots = [n["id"] for n in tree["nodes"] if n["parent_id"] is None or n["parent_id"] not in nodes]
-    for r in roots:
-        place(r)
+    for n in tree.nodes.values():
+        if n.parent_id is None or n.parent_id not in tree.nodes:
+            place(n.id)
     return pos
 
 
@@ -60,44 +63,45 @@ def tree_figure(run: RunData) -> dict[str, Any]:
     import plotly.graph_objects as go
 
     tree, pos = run.tree, layout(run.tree)
-    nodes = {n["id"]: n for n in tree["nodes"]}
+    nodes = list(tree.nodes.values())
+    best_id = run.best.id if run.best else None
     fig = go.Figure()
     for dashed in (False, True):
         xs: list[float | None] = []
         ys: list[float | None] = []
-        for n in tree["nodes"]:
-            if n["parent_id"] in pos and (n["status"] in ("pruned", "planned")) == dashed:
-                (x0, y0), (x1, y1) = pos[n["parent_id"]], pos[n["id"]]
+        for n in nodes:
+            if n.parent_id in pos and (n.status in ("pruned", "planned")) == dashed:
+                (x0, y0), (x1, y1) = pos[n.parent_id], pos[n.id]
                 xs += [x0, x1, None]
                 ys += [y0, y1, None]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
                                  line={"color": "#bbb", "width": 1.5, "dash": "dot" if dashed else "solid"}))
-    for n in tree["nodes"]:
-        if n["parent_id"] in pos:
-            (x0, y0), (x1, y1) = pos[n["parent_id"]], pos[n["id"]]
-            fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=html.escape(n["plan"]["direction"]),
+    for n in nodes:
+        if n.parent_id in pos:
+            (x0, y0), (x1, y1) = pos[n.parent_id], pos[n.id]
+            fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=html.escape(n.plan.direction),
                                showarrow=False, font={"size": 10, "color": "#555"}, bgcolor="rgba(255,255,255,0.8)")
-    scored = [n for n in tree["nodes"] if n["status"] == "succeeded" and n["score"] is not None]
-    groups: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = [
-        ("scored", scored, {"size": 22, "color": [n["score"] for n in scored], "colorscale": "Viridis",
+    scored = [n for n in nodes if n.status == "succeeded" and n.score is not None]
+    groups: list[tuple[str, list[Node], dict[str, Any]]] = [
+        ("scored", scored, {"size": 22, "color": [n.score for n in scored], "colorscale": "Viridis",
                             "showscale": True, "colorbar": {"title": {"text": run.metric}, "thickness": 12},
-                            "line": {"width": [4 if n["id"] == tree.get("best") else 1 for n in scored],
-                                     "color": ["#e377c2" if n["id"] == tree.get("best") else "#333" for n in scored]}}),
+                            "line": {"width": [4 if n.id == best_id else 1 for n in scored],
+                                     "color": ["#e377c2" if n.id == best_id else "#333" for n in scored]}}),
     ]
     for status, (symbol, colour) in STATUS_STYLE.items():
-        members = [n for n in tree["nodes"] if n["status"] == status]
+        members = [n for n in nodes if n.status == status]
         groups.append((status, members, {"size": 20, "symbol": symbol, "color": colour, "line": {"width": 2, "color": colour}}))
     for name, members, marker in groups:
         if not members:
             continue
         fig.add_trace(go.Scatter(
-            x=[pos[n["id"]][0] for n in members], y=[pos[n["id"]][1] for n in members], mode="markers+text",
-            name=name, marker=marker, text=[n["id"] for n in members], textposition="top center",
-            customdata=[n["id"] for n in members], hovertemplate="%{hovertext}<extra></extra>",
-            hovertext=[f"{n['id']} · {html.escape(n['plan']['direction'])} · {n['status']}"
-                       + (f" · {run.metric} {n['score']:.4f}" if n["score"] is not None else "") for n in members],
+            x=[pos[n.id][0] for n in members], y=[pos[n.id][1] for n in members], mode="markers+text",
+            name=name, marker=marker, text=[n.id for n in members], textposition="top center",
+            customdata=[n.id for n in members], hovertemplate="%{hovertext}<extra></extra>",
+            hovertext=[f"{n.id} · {html.escape(n.plan.direction)} · {n.status}"
+                       + (f" · {run.metric} {n.score:.4f}" if n.score is not None else "") for n in members],
         ))
-    depth = max((n["depth"] for n in nodes.values()), default=0)
+    depth = max((n.depth for n in nodes), default=0)
     fig.update_layout(
         margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=140 + 110 * (depth + 1), plot_bgcolor="white",
         xaxis={"visible": False}, yaxis={"visible": False, "range": [-depth - 0.5, 0.6]}, hovermode="closest",
@@ -118,8 +122,8 @@ def progress_figure(run: RunData, x_key: str, x_title: str) -> dict[str, Any]:
     fig.add_trace(go.Scatter(x=[p[x_key] for p in pts], y=[p["score"] for p in pts], mode="markers",
                              marker={"color": "#aaa", "size": 7}, name="trial score", text=[p["node"] for p in pts],
                              hovertemplate="%{text}: %{y:.4f}<extra></extra>"))
-    if run.tree.get("base_score") is not None:
-        fig.add_hline(y=run.tree["base_score"], line_dash="dash", line_color="#888", annotation_text="base")
+    if run.tree.base_score is not None:
+        fig.add_hline(y=run.tree.base_score, line_dash="dash", line_color="#888", annotation_text="base")
     if x_key == "trial":
         fig.update_xaxes(dtick=1)
     fig.update_layout(margin={"l": 50, "r": 10, "t": 10, "b": 40}, height=300, xaxis_title=x_title,
@@ -128,32 +132,29 @@ def progress_figure(run: RunData, x_key: str, x_title: str) -> dict[str, Any]:
 
 
 def _leaderboard_html(run: RunData) -> str:
-    base = run.tree.get("base_score")
+    base = run.tree.base_score
     rows = []
-    for i, n in enumerate(ranked(run), 1):
-        delta = f"{n['score'] - base:+.4f}" if n["score"] is not None and base is not None and n["parent_id"] else ""
-        cells = [str(i), n["id"], n["parent_id"] or "-", n["plan"]["direction"], knobs(n),
-                 f"{n['score']:.4f}" if n["score"] is not None else "-", delta, n["status"],
-                 f"{(n.get('cost') or {}).get('wall_seconds', 0):.1f}"]
+    for i, n in enumerate(run.tree.ranked(), 1):
+        delta = f"{n.score - base:+.4f}" if n.score is not None and base is not None and n.parent_id else ""
+        cells = [str(i), n.id, n.parent_id or "-", n.plan.direction, n.plan.knobs(),
+                 f"{n.score:.4f}" if n.score is not None else "-", delta, n.status, f"{n.cost.wall_seconds:.1f}"]
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        rows.append(f'<tr class="{html.escape(n["status"])}" data-node="{html.escape(n["id"])}">{tds}</tr>')
+        rows.append(f'<tr class="{html.escape(n.status)}" data-node="{html.escape(n.id)}">{tds}</tr>')
     head = "".join(f"<th>{h}</th>" for h in ("#", "node", "parent", "direction", "change", html.escape(run.metric),
                                               "Δ base", "status", "wall s"))
     return f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _summary_html(run: RunData) -> str:
-    s, tree = run.summary, run.tree
-    best = run.nodes.get(tree.get("best") or "")
-    model = s.get("base_model") or run.config.get("model", {}).get("name_or_path", "?")
+    s, best = run.summary, run.best
 
     def f(x: Any) -> str:
         return "-" if x is None else f"{x:.4f}"
 
-    items = [("task", run.task), ("base model", model), ("metric", run.metric),
+    items = [("task", run.task), ("base model", run.base_model), ("metric", run.metric),
              ("status", f"finished: {run.finished}" if run.finished else "in progress"),
-             ("dev score", f"base {f(tree.get('base_score'))} → best {f(best['score'] if best else None)}"
-              + (f" ({best['id']})" if best else ""))]
+             ("dev score", f"base {f(run.tree.base_score)} → best {f(best.score if best else None)}"
+              + (f" ({best.id})" if best else ""))]
     if s:
         items += [("test score", f"base {f(s.get('base_test_score'))} → best {f(s.get('best_test_score'))}"
                    + (f" — {s['test_error'][:200]}" if s.get("test_error") else "")),
@@ -163,21 +164,20 @@ def _summary_html(run: RunData) -> str:
 
 def _insights_html(run: RunData) -> str:
     """The Researcher's latest distilled insights (LLM text: escaped, never markup)."""
-    ins = run.tree.get("insights") or {}
-    items = ins.get("items") if isinstance(ins, dict) else None
+    items = run.tree.insights
     if not items:
         return "<p><i>None distilled (the builtin policy, or too few trials yet).</i></p>"
     rows = "".join(f"<li><b>{html.escape(str(i.get('kind', '')))}</b> {html.escape(str(i.get('text', '')))}"
                    f" <small>({html.escape(', '.join(map(str, i.get('nodes', []))))})</small></li>" for i in items)
-    return f"<p>after {int(ins.get('after_trials', 0))} trials:</p><ul id=\"insights\">{rows}</ul>"
+    return f"<p>after {int(run.tree.insights_after)} trials:</p><ul id=\"insights\">{rows}</ul>"
 
 
 def render_html(run: RunData) -> str:
     """The whole page as one string."""
     from plotly.offline import get_plotlyjs
 
-    data = {"nodes": run.tree["nodes"], "metric": run.metric, "base": run.tree.get("base_score"),
-            "best": run.tree.get("best"),
+    data = {"nodes": [n.to_dict() for n in run.tree.nodes.values()], "metric": run.metric,
+            "base": run.tree.base_score, "best": run.best.id if run.best else None,
             "figures": {"tree": tree_figure(run), "by_trial": progress_figure(run, "trial", "trial number"),
                         "by_compute": progress_figure(run, "compute_s", "cumulative compute (wall seconds)")}}
     parts = {"TITLE": html.escape(f"TREX-Ray report — {run.run_dir.name}"), "SUMMARY": _summary_html(run),
@@ -185,6 +185,28 @@ def render_html(run: RunData) -> str:
              "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs()}
     # one pass, so a placeholder-like string inside run text is never substituted itself
     return re.sub(r"%(TITLE|SUMMARY|LEADERBOARD|INSIGHTS|CONFIG|DATA|PLOTLYJS)%", lambda m: parts[m.group(1)], PAGE)
+
+
+def refresh_live(storage: str | None, run_dir: Path, tree: Tree) -> None:
+    """What the driver has the TreeState do after each rewrite of tree.json: rebuild the report
+    from the live tree, and mirror the run's small files to remote storage (if any)."""
+    write_report(run_dir, tree)
+    if storage:
+        from trex_ray.storage import RunStorage
+
+        RunStorage(storage).mirror_run_files(run_dir)
+
+
+def write_report(run_dir: str | os.PathLike, tree: Tree | None = None) -> Path:
+    """Write ``report.html`` and ``report.md`` into ``run_dir``; returns the HTML's path.
+    ``tree``: the live tree, when the caller holds it (else the ledger is replayed)."""
+    run = load_run(run_dir, tree)
+    out = run.run_dir / "report.html"
+    for path, text in ((out, render_html(run)), (run.run_dir / "report.md", render_markdown(run))):
+        tmp = path.with_suffix(path.suffix + ".tmp")  # readers never see a half-written page
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return out
 
 
 PAGE = """<!DOCTYPE html>

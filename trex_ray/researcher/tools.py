@@ -23,7 +23,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trex_ray.research_catalog import CatalogEntry, build_catalog
+from trex_ray.researcher.catalog import CatalogEntry, build_catalog
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trex_ray.config import LLMConfig, TaskConfig
 from trex_ray.llm_client import LLMClient, LLMError, estimate_tokens, extract_json
-from trex_ray.llm_memory import fence
-from trex_ray.research import RESULT_CAP, Result, ToolError, Toolbox
+from trex_ray.untrusted import fence
+from trex_ray.researcher.tools import RESULT_CAP, Result, ToolError, Toolbox
+from trex_ray.search.request import ExpansionRequest
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +166,13 @@ def _text(client: LLMClient, sess: _Session, messages: list[dict[str, Any]], rou
             return
 
 
-def research(client: LLMClient, toolbox: Toolbox, brief: str, cfg: dict[str, Any], first_id: int = 1) -> Outcome:
+def research(client: LLMClient, toolbox: Toolbox, brief: str, cfg: LLMConfig, first_id: int = 1) -> Outcome:
     """One research phase. ``brief`` is the task as untrusted text; ``cfg`` the llm config. Never
     raises for endpoint failures: the findings so far are kept and the failure is the note."""
-    mode = cfg.get("tool_calling", "auto")
+    mode = cfg.tool_calling
     if mode == "off":
         return Outcome(mode="off", note="llm.tool_calling=off")
-    rounds, sess = cfg.get("research_max_rounds", 4), _Session(toolbox, cfg.get("research_max_calls", 6), first_id)
+    rounds, sess = cfg.research_max_rounds, _Session(toolbox, cfg.research_max_calls, first_id)
 
     def start() -> list[dict[str, Any]]:
         return [{"role": "system", "content": SYSTEM},
@@ -191,10 +193,10 @@ def research(client: LLMClient, toolbox: Toolbox, brief: str, cfg: dict[str, Any
                 finished = False
             if not finished:
                 used = "text"
-                _text(client, sess, start(), rounds, cfg.get("structured_output", "json_schema"))
+                _text(client, sess, start(), rounds, cfg.structured_output)
         else:
             used = "text"
-            _text(client, sess, start(), rounds, cfg.get("structured_output", "json_schema"))
+            _text(client, sess, start(), rounds, cfg.structured_output)
         sess.out.mode = used
     except LLMError as e:
         sess.out.mode, sess.out.note = "failed", str(e)[:500]
@@ -254,25 +256,11 @@ def render_findings(findings: list[dict[str, Any]], max_tokens: int) -> tuple[st
     return (fence("\n".join(lines)) if ids else ""), ids
 
 
-def task_settings(run_dir: Path | None) -> dict[str, Any]:
-    """The run's [task] section (name, data paths, extra sources) from its saved config, so the
-    catalog sees the same data as the trials; {} when there is none (tests, a bare researcher)."""
-    if run_dir is None or not (run_dir / "config.yaml").is_file():  # run.CONFIG_NAME (run.py is heavy to import)
-        return {}
-    from trex_ray.config import ConfigError, load_config
-
-    try:
-        return load_config(run_dir / "config.yaml").task.model_dump()
-    except ConfigError as e:
-        log.warning("research: cannot read the run's task config (%s)", e)
-        return {}
-
-
-def toolbox_for(task_id: str, settings: dict[str, Any], cfg: dict[str, Any]) -> Toolbox:
-    paths = {"data_dir": settings.get("data_dir"), "train": settings.get("train_path"),
-             "dev": settings.get("dev_path"), "test": settings.get("test_path")}
-    return Toolbox(settings.get("name") or task_id, paths, settings.get("extra_sources") or [],
-                   online=cfg.get("research_online", True), timeout_s=cfg.get("research_timeout_s", 8.0))
+def toolbox_for(task: TaskConfig, cfg: LLMConfig) -> Toolbox:
+    """The research tools over the run's own data settings (the same splits and extra sources
+    the trials see)."""
+    return Toolbox(task.name, task.paths(), task.extra_sources, online=cfg.research_online,
+                   timeout_s=cfg.research_timeout_s)
 
 
 CITE = ("\nResearch findings are listed above: where one informed a plan, cite its id (e.g. [F2]) in that "
@@ -285,11 +273,11 @@ def cited(ids: list[str], rationale: str) -> list[str]:
     return [i for i in ids if re.search(rf"\b{re.escape(i)}\b", rationale)]
 
 
-def ensure_research(client: LLMClient, cfg: dict[str, Any], log_: ResearchLog, request: Any,
-                    run_dir: Path | None) -> None:
+def ensure_research(client: LLMClient, cfg: LLMConfig, log_: ResearchLog, request: ExpansionRequest,
+                    task_cfg: TaskConfig) -> None:
     """Run the research phase once per run (skipped when it is on record, e.g. on resume).
     Never raises: research helps planning but must not stop it."""
-    if log_.done or cfg.get("tool_calling", "auto") == "off":
+    if log_.done or cfg.tool_calling == "off":
         return
     task = request.task
     brief = json.dumps({"task": task.id, "description": task.description[:1500], "metric": task.metric,
@@ -298,7 +286,7 @@ def ensure_research(client: LLMClient, cfg: dict[str, Any], log_: ResearchLog, r
                        ensure_ascii=False)
     before = client.total.to_dict()
     try:
-        toolbox = toolbox_for(task.id, task_settings(run_dir), cfg)
+        toolbox = toolbox_for(task_cfg, cfg)
         out = research(client, toolbox, brief, cfg, first_id=len(log_.findings) + 1)
     except Exception as e:  # a bug here must cost the findings, not the expansion
         log.exception("research phase failed")

@@ -11,13 +11,26 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trex_ray.config import ResourcesConfig
+
 # The recipe vocabulary lives with the recipe package; Plan embeds it, so Plan stays the one schema.
 from trex_ray.recipes.ops import (  # noqa: F401  (re-exported)
     FormatOp, LoadOp, Recipe, RecipeStep, SubsampleOp, template_fields,
 )
 
-Direction = Literal["baseline", "more_data", "data_quality", "hyperparameters", "method", "prompt_format"]
-DIRECTIONS: tuple[str, ...] = Direction.__args__  # type: ignore[attr-defined]
+# The search's vocabulary: what a child changes relative to its parent. Every list of directions
+# (the policies, the LLM's schemas and prompts, the diagnosis) is derived from these two names.
+SearchDirection = Literal["more_data", "data_quality", "hyperparameters", "method", "prompt_format"]
+Direction = Literal["baseline", SearchDirection]
+SEARCH_DIRECTIONS: tuple[str, ...] = SearchDirection.__args__  # type: ignore[attr-defined]
+DIRECTIONS: tuple[str, ...] = ("baseline", *SEARCH_DIRECTIONS)
+DIRECTION_HELP: dict[str, str] = {
+    "more_data": "train on more rows (a larger subsample n)",
+    "data_quality": "change which rows are used (filters, deduplication, balancing, sources, decontamination)",
+    "hyperparameters": "learning rate, epochs, batch size, scheduler, warmup, weight decay",
+    "method": "LoRA versus full fine-tuning, LoRA rank/alpha/dropout/target modules",
+    "prompt_format": "the prompt and completion templates over the data's columns",
+}
 
 
 class _Strict(BaseModel):
@@ -69,6 +82,12 @@ class TrialResources(_Strict):
     @property
     def distributed(self) -> bool:
         return self.num_workers > 1 or self.zero_stage > 0
+
+    @classmethod
+    def of(cls, r: ResourcesConfig) -> "TrialResources":
+        """The run's default trial shape (config section ``resources``), for plans that set none."""
+        return cls(num_workers=r.num_workers, gpus_per_worker=r.gpus_per_trial, cpus_per_worker=r.cpus_per_trial,
+                   zero_stage=r.zero_stage, offload=r.offload)
 
 
 class Plan(_Strict):
@@ -130,3 +149,28 @@ def parse_plan(data: dict) -> Plan:
         return Plan.model_validate(data)
     except ValidationError as e:
         raise ValueError(explain(e)) from None
+
+
+def bounds(model: type[BaseModel], names: tuple[str, ...]) -> str:
+    """The allowed values of some of ``model``'s fields, read from the schema itself
+    (``0 < learning_rate <= 0.01, method lora|full``), so a prompt never restates a bound that
+    could drift from what validation enforces."""
+    out = []
+    for name in names:
+        f = model.model_fields[name]
+        choices = getattr(f.annotation, "__args__", None)
+        if choices and all(isinstance(c, str) for c in choices):
+            out.append(f"{name} {'|'.join(choices)}")
+            continue
+        lo = hi = ""
+        for m in f.metadata:
+            if getattr(m, "gt", None) is not None:
+                lo = f"{m.gt:g} < "
+            if getattr(m, "ge", None) is not None:
+                lo = f"{m.ge:g} <= "
+            if getattr(m, "lt", None) is not None:
+                hi = f" < {m.lt:g}"
+            if getattr(m, "le", None) is not None:
+                hi = f" <= {m.le:g}"
+        out.append(f"{lo}{name}{hi}")
+    return ", ".join(out)

