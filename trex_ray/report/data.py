@@ -45,21 +45,21 @@ class RunData:
         return self.summary.get("base_model") or (self.config.model.name_or_path if self.config else "?")
 
 
-def _task_info(started: dict[str, Any], cfg: Config | None) -> tuple[str, str, bool, float]:
+def _task_info(started: dict[str, Any], cfg: Config | None) -> tuple[str, str, bool, tuple[float, float]]:
     """(task id, metric, higher is better, metric range) from the ledger's run_started event;
     ledgers written before it carried them fall back to the FT-Bench registry."""
     task = started.get("task") or (cfg.task.name if cfg else "?")
     if "metric" in started:
         lo, hi = started.get("metric_range") or (0.0, 1.0)
-        return task, started["metric"], bool(started.get("higher_is_better", True)), float(hi) - float(lo)
+        return task, started["metric"], bool(started.get("higher_is_better", True)), (float(lo), float(hi))
     try:
         from ftbench.tasks import get_task
 
         t = get_task(task)
-        return task, t.metric, t.higher_is_better, t.metric_range[1] - t.metric_range[0]
+        return task, t.metric, t.higher_is_better, t.metric_range
     except KeyError:
         log.warning("unknown task %r: assuming higher scores are better", task)
-        return task, "score", True, 1.0
+        return task, "score", True, (0.0, 1.0)
 
 
 def load_run(run_dir: str | os.PathLike, tree: Tree | None = None) -> RunData:
@@ -81,8 +81,7 @@ def load_run(run_dir: str | os.PathLike, tree: Tree | None = None) -> RunData:
     started = next((e for e in events if e["type"] == "run_started"), {})
     task, metric, higher, span = _task_info(started, cfg)
     if tree is None:
-        params = SearchParams(cfg.search if cfg else Config().search, higher, span)
-        tree = Tree.replay(events, params)
+        tree = Tree.replay(events, SearchParams.of(cfg.search if cfg else Config().search, higher, span))
     data = RunData(run_dir=run_dir, tree=tree, config=cfg, config_text=text, task=task, metric=metric,
                    higher_is_better=higher)
     if events and events[-1]["type"] == "run_finished":

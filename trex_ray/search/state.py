@@ -51,7 +51,7 @@ class SearchState:
         self.cfg, self.task, self.fit = cfg, task, fit
         self.on_change = on_change  # after tree.json is rewritten: the driver's views (report, mirror)
         self._views_written_at, self._views_cost = 0.0, 0.0
-        params = SearchParams(cfg.search, task.higher_is_better, task.metric_range[1] - task.metric_range[0])
+        params = SearchParams.of(cfg.search, task.higher_is_better, task.metric_range)
         ledger_path = self.run_dir / LEDGER_NAME
         existing = list(read_events(ledger_path)) if ledger_path.exists() else []
         self.ledger = Ledger(self.run_dir)

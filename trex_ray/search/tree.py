@@ -96,6 +96,12 @@ class SearchParams:
     higher_is_better: bool = True
     metric_range: float = 1.0  # high - low of the metric: rewards are gains over base / range
 
+    @classmethod
+    def of(cls, search: SearchConfig, higher_is_better: bool, metric_range: tuple[float, float]) -> "SearchParams":
+        """The one way a run builds its params: the search config, and the task metric's
+        direction and (low, high) range."""
+        return cls(search, higher_is_better, metric_range[1] - metric_range[0])
+
     @property
     def sign(self) -> float:
         return 1.0 if self.higher_is_better else -1.0
