@@ -6,6 +6,7 @@ Domain-specific metrics live beside this module: ``metrics_chem`` (RDKit: TOMG-B
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
 
@@ -69,14 +70,25 @@ def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> 
     tokenizer=None)`` with ``rouge_types=['rouge1','rouge2','rougeL','rougeLsum']`` and calls
     ``scorer.score(reference, prediction)``; those are its defaults, and ACI-Bench passes none.
     """
-    from rouge_score import rouge_scorer
-
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
     out: dict[str, list[float]] = {k: [] for k in ROUGE_TYPES}
     for ref, pred in zip(references, predictions):
-        scores = scorer.score(str(ref), str(pred))
-        for k in ROUGE_TYPES:
-            out[k].append(scores[k].fmeasure)
+        for k, f in zip(ROUGE_TYPES, _rouge_pair(str(ref), str(pred))):
+            out[k].append(f)
     return out
+
+
+@lru_cache(maxsize=1 << 14)
+def _rouge_pair(reference: str, prediction: str) -> tuple[float, ...]:
+    """The ROUGE F-measures of one pair, cached by its texts: a bootstrap rescores the same
+    rows many times, and ROUGE on long notes costs milliseconds a pair."""
+    scores = _rouge_scorer().score(reference, prediction)
+    return tuple(scores[k].fmeasure for k in ROUGE_TYPES)
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)

@@ -106,6 +106,7 @@ def property_value(m, prop: str) -> float:
     return _PROPERTY[prop.lower()](m)
 
 
+@lru_cache(maxsize=1 << 16)
 def tanimoto(smiles_a: str, smiles_b: str) -> float:
     """Morgan (r=2, 2048 bits) Tanimoto similarity; 0 when either SMILES is unparsable."""
     a, b = mol(smiles_a), mol(smiles_b)
@@ -115,6 +116,12 @@ def tanimoto(smiles_a: str, smiles_b: str) -> float:
 
 
 def tomg_judge(subtask: str, reference: dict, smiles: str | None) -> tuple[bool, bool, float | None]:
+    """``_tomg_judge`` cached by its inputs (a bootstrap rescores the same rows many times)."""
+    return _tomg_judge(subtask, json.dumps(reference, sort_keys=True, default=str), smiles)
+
+
+@lru_cache(maxsize=1 << 16)
+def _tomg_judge(subtask: str, reference_json: str, smiles: str | None) -> tuple[bool, bool, float | None]:
     """(valid, success, similarity-to-source or None) of one TOMG-Bench output.
 
     MolCustom: every count must equal the target (AtomNum: 17 elements; FunctionalGroup: 18
@@ -122,6 +129,7 @@ def tomg_judge(subtask: str, reference: dict, smiles: str | None) -> tuple[bool,
     count goes up by one (add), down by one (delete), or both (substitute). MolOpt: the property
     moves strictly in the requested direction relative to the source molecule.
     """
+    reference = json.loads(reference_json)
     m = mol(smiles)
     if m is None:
         return False, False, None
@@ -183,6 +191,7 @@ TAU = 0.60
 NON_MATCH_PENALTY = 1e-6
 
 
+@lru_cache(maxsize=1 << 16)
 def canonical_smiles(smiles: str) -> str:
     """Canonical RDKit SMILES, "" when unparsable. Non-strings raise, as in the source, which
     makes the whole reaction score 0 there."""
@@ -192,6 +201,7 @@ def canonical_smiles(smiles: str) -> str:
     return "" if m is None else Chem.MolToSmiles(m, canonical=True)
 
 
+@lru_cache(maxsize=1 << 16)
 def _sim(a: str, b: str) -> float:
     ma, mb = Chem.MolFromSmiles(a), Chem.MolFromSmiles(b)
     if ma is None or mb is None:

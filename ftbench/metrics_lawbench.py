@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from functools import lru_cache
 from collections import Counter
 from typing import Callable, Sequence
 
@@ -30,6 +31,8 @@ Scorer = Callable[[Sequence[str], Sequence[str], Sequence[str]], dict[str, float
 # ------------------------------------------------------------------ shared helpers
 
 
+# Pure per-text work is cached by its inputs: a bootstrap rescores the same rows many times.
+@lru_cache(maxsize=1 << 16)
 def _jieba_words(text: str) -> str:
     import jieba
 
@@ -56,6 +59,7 @@ def _lcs_len(x: list[str], y: list[str]) -> int:
     return prev[-1]
 
 
+@lru_cache(maxsize=1 << 16)
 def rouge_l_zh(hyp: str, ref: str) -> float:
     """ROUGE-L F of LawBench's ``compute_rouge``: both texts jieba-tokenised and space-joined, an
     empty hypothesis replaced by "无内容" (one untokenised word, so it matches nothing), then ``rouge_chinese`` ROUGE-L: its sentences are split,
