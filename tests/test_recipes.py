@@ -295,8 +295,9 @@ def test_policy_data_quality_variant_builds(data):
     task = TaskSpec(id="sst2", description="", metric="accuracy", higher_is_better=True,
                     prompt_template="Review: {input}", completion_template="{reference}", train_rows=40,
                     columns=["id", "input", "label", "reference"])
-    defaults = dict(method="lora", learning_rate=2e-4, num_epochs=1.0, batch_size=8, grad_accum=1,
-                    max_seq_length=256, lora_r=16, train_samples=20, max_train_samples=50_000)
+    from trex_ray.config import TrainConfig
+
+    defaults = TrainConfig(train_samples=20)
     plans = BuiltinPolicy()._variants("data_quality", first_plan(task, defaults), task, defaults, None)
     assert [s.op for s in plans[0].recipe.steps] == ["load", "drop_empty", "dedup_exact", "balance_labels", "subsample", "format"]
     ds, st = build(plans[0].recipe, data)
