@@ -175,3 +175,16 @@ def test_a_promotion_continues_the_proxy_to_exactly_the_full_run(tiny_model_dir,
     # a lost checkpoint: the promotion trains from the start (said so) and still gets the full run
     again = execute(plan, "n3", ctx, rung=Rung(1, 1.0, 8), resume_from=str(tmp_path / "gone" / "checkpoint-2"))
     assert again.recipe_stats["resumed"].startswith("no: ") and again.cost.examples == 8 * 4
+
+
+def test_a_run_always_ends_with_a_plan_trained_in_full(tmp_path):
+    """A budget too small to carry any proxy up (40 example-epochs: a proxy costs 16, its
+    promotion 48): after the first proxy no new plan may start, and its promotion is still made,
+    once, so the run has a best model; then the search ends."""
+    s = mf_state(tmp_path, max_trials=6, budget=40)
+    run(s, "t1", 0.6)
+    promo = s.next_node("t2")
+    assert (promo.node_id, promo.rung.index) == ("n1", 1) and s.budget().left() < 48
+    s.finish("n1", outcome(0.62, rung=1, cost={"examples": 48}))
+    assert s.next_node("t3").done == "compute budget spent" and s.tree.best().id == "n1"
+    assert s.budget().spent() == 64  # overspent by that one promotion, no more

@@ -209,6 +209,7 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
             shutil.copytree(src, merged, dirs_exist_ok=True)
         (merged / ".trex_fetched").unlink(missing_ok=True)
         final["merged_model_dir"] = str(merged)
+    _drop_checkpoints(store, tree)
     summary = _write_outputs(cfg, task, run_dir, tree, reason, resumed, final)
     _write_reports(cfg, task, run_dir, tree, summary)
     if cfg.run.push_to_hub:  # after the card; a failure is recorded in summary.json, never raised
@@ -222,6 +223,26 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
     log.info("leaderboard (dev %s):\n%s", task.metric, leaderboard(tree, task.metric))
     log.info("summary: %s", json.dumps({k: summary[k] for k in ("base_score", "best_score", "best_node", "trials", "failed_trials", "wall_seconds")}))
     return summary
+
+
+def _drop_checkpoints(store: RunStorage, tree: Tree) -> None:
+    """The proxies' checkpoints (weights, optimizer state) exist only for a promotion to continue
+    them: once the run is over they go, the nodes' models stay."""
+    for node in tree.nodes.values():
+        ckpt = node.artifacts.get("checkpoint")
+        if not ckpt:
+            continue
+        try:
+            # the whole checkpoints/ folder: every rung's checkpoint, not only the latest
+            if is_remote(ckpt):
+                import pyarrow.fs as pafs
+
+                fs, path = pafs.FileSystem.from_uri(ckpt)
+                fs.delete_dir(path.rsplit("/", 1)[0])
+            else:
+                shutil.rmtree(Path(ckpt).parent, ignore_errors=True)
+        except Exception as e:  # noqa: BLE001 - disk space, not results: never fatal
+            log.warning("could not remove %s: %s", ckpt, e)
 
 
 def _copy_best(run_dir: Path, tree: Tree) -> None:

@@ -129,7 +129,16 @@ class SearchState:
         node = asha_promotion(self.tree, s.eta)
         if node is None and self.may_start_new() is not None:
             node = forced_promotion(self.tree, s.finalists)
-        if node is None or self.budget().left() < self.budget().cost(node, node.rung + 1):
+        if node is None:
+            return None
+        b = self.budget()
+        top = self.tree.params.top_rung
+        full = any(n.rung == top for n in self.tree.nodes.values() if n.id != ROOT_ID and n.status != "failed" and n.rung_scores
+                   or n.rung == top and n.is_pending and n.id != ROOT_ID and n.attempts > 0)
+        # Over budget, the leader is still carried up when no plan has been trained in full yet:
+        # a run must end with a best model (the budget is overspent by that one promotion, at
+        # most; it happens when the first proxies' cost could not be known before they ran).
+        if b.left() < b.cost(node, node.rung + 1) and (full or node is not forced_promotion(self.tree, 1)):
             return None
         self._record({"type": "node_promoted", "node_id": node.id, "rung": node.rung + 1})
         return node
