@@ -24,6 +24,9 @@ def params(higher_is_better: bool = True, metric_range: float = 1.0, **search: A
 
 
 def config(max_trials: int = 3, children_per_expansion: int = 2, **search: Any) -> Config:
+    """A run config for state tests: one rung (every plan at full fidelity) unless ``rungs`` says
+    otherwise, so a test of the tree's other rules is not about successive halving."""
+    search = {"rungs": [1.0], **search}
     return Config(search=SearchConfig(max_trials=max_trials, children_per_expansion=children_per_expansion, **search),
                   train=DEFAULTS)
 

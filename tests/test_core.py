@@ -210,7 +210,7 @@ def test_resume_keeps_finished_requeues_running_and_duplicates_nothing(tmp_path)
     s2 = make_state(tmp_path, max_trials=3, children_per_expansion=3)
     t = s2.tree
     assert t.nodes["n1"].status == "succeeded" and t.nodes["n2"].status == "planned"
-    assert s2.trials_started() == 1 and s2.trials_left() == 0
+    assert s2.trials_started() == 2 and s2.trials_left() == 0  # n2 was started: its re-run is not a new plan
     handed = [s2.next_node(f"r{i}").node_id for i in range(3)]
     assert handed == ["n2", "n3", None]  # re-queued work first, nothing finished is handed out again
     assert sorted(t.nodes) == ["n0", "n1", "n2", "n3"]

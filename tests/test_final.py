@@ -127,7 +127,8 @@ LINE = re.compile(
     r"|planned (n\d+(, n\d+)*|nothing) under n\d+ \(\w+\)"
     r"|done    n\d+\s+(base model )?\w+=\d+\.\d{4}.*"
     r"|FAILED  n\d+\s+.*"
-    r"|status  trials \d+/\d+ done, \d+ failed, \d+ running \| best (\d+\.\d{4} \(n\d+\)|-) \| \d+s elapsed)$"
+    r"|status  runs \d+ done, \d+ failed, \d+ running \| best (\d+\.\d{4}( \[\d\.\d{4}, \d\.\d{4}\])? \(n\d+\)|-)"
+    r" \| spent \d+(/\d+)? (example-epochs|accelerator-s) \(((r\d+ \d+)(, r\d+ \d+)*|-)\) \| \d+s elapsed)$"
 )
 
 
@@ -156,7 +157,7 @@ def test_live_view_prints_one_parseable_line_per_event(caplog):
     assert len(lines) >= len(events)
     bad = [l for l in lines if "\n" in l.strip() or "\x1b" in l or not LINE.match(l)]
     assert not bad, bad
-    assert lines[-1].startswith("status  trials 1/2 done, 1 failed, 0 running | best 0.5000 (n1)")
+    assert lines[-1].startswith("status  runs 1 done, 1 failed, 0 running | best 0.5000 (n1) | spent 0 example-epochs (r0 0)")
 
 
 def test_live_report_follows_the_state_and_never_breaks_it(tmp_path, monkeypatch):

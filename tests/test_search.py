@@ -21,12 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Full fine-tuning at a high learning rate makes the tiny model learn the answer words within a
 # few seconds, so different plans reach different, non-zero scores.
-def tiny_args(model_dir: Path, out: Path, run_id: str, trials: int) -> list[str]:
+def tiny_args(model_dir: Path, out: Path, run_id: str, trials: int, rungs: tuple[str, ...] = ("--search.rungs=[1.0]",)) -> list[str]:
     return [
         f"--model.name_or_path={model_dir}", f"--run.output_dir={out}", f"--run.run_id={run_id}",
         f"--search.max_trials={trials}", "--search.max_concurrent_trials=2", "--search.children_per_expansion=3",
         "--task.dev_limit=32", "--train.method=full", "--train.learning_rate=0.005", "--train.num_epochs=2",
-        "--train.train_samples=64", "--train.eval_batch_size=32",
+        "--train.train_samples=64", "--train.eval_batch_size=32", *rungs,
     ]
 
 
@@ -45,7 +45,10 @@ def test_search_through_tune_grows_from_the_best_branch(tiny_model_dir, tmp_path
     assert summary["trials"] == 5 and len([n for n in trained if n.status == "succeeded"]) == 5
     assert all(n.score is not None and n.cost.wall_seconds > 0 and n.trial_id for n in trained)
     assert tree.root.score == summary["base_score"]
-    assert summary["best_score"] == max(n.score for n in trained)
+    # the best is chosen among the top three on dev, re-scored on the whole dev split (500 rows)
+    top3 = sorted(trained, key=tree.rank_key)[:3]
+    assert summary["best_node"] == tree.selected and tree.selected in {n.id for n in top3}
+    assert summary["best_rescored"]["n"] == 500 and summary["selection"]["finalists"] == [n.id for n in top3]
     assert len(list((run / "tune").glob("search-0/n*"))) == 6  # Tune's own trial folders
 
     # the ledger replays to the tree the live run wrote
@@ -77,39 +80,56 @@ def _launch(args: list[str], log: Path) -> subprocess.Popen:
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_resume_after_a_real_kill_keeps_finished_nodes(tiny_model_dir, tmp_path):
+def test_resume_after_a_real_kill_mid_rung_runs_nothing_twice(tiny_model_dir, tmp_path):
+    """Successive halving (rungs 0.5 and 1.0, eta 2), one trial at a time: the driver is killed
+    right after a promotion is recorded; the resumed run trains the promoted node at its new
+    rung (continuing its proxy's checkpoint), never promotes it again, and runs no (node, rung)
+    that had finished again."""
     run = tmp_path / "rk"
-    proc = _launch(tiny_args(tiny_model_dir, tmp_path, "rk", trials=3), tmp_path / "first.log")
+    args = tiny_args(tiny_model_dir, tmp_path, "rk", trials=4, rungs=("--search.rungs=[0.5,1.0]", "--search.eta=2"))
+    args += ["--search.max_concurrent_trials=1", "--search.finalists=2", "--search.proxy_dev_limit=16"]
+    proc = _launch(args, tmp_path / "first.log")
     ledger = run / "events.jsonl"
-    deadline = time.time() + 240
+    deadline = time.time() + 600
     try:
         while time.time() < deadline:
-            if ledger.exists() and any(e["type"] == "node_finished" and e["node_id"] != "n0" for e in read_events(ledger)):
+            if ledger.exists() and any(e["type"] == "node_promoted" for e in read_events(ledger)):
                 break
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(0.2)
         else:
-            pytest.fail("no trial finished in time")
+            pytest.fail("no promotion in time")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray with it
         proc.wait()
     before = list(read_events(ledger))
-    finished_before = {e["node_id"]: e for e in before if e["type"] == "node_finished"}
-    assert "n0" in finished_before and len(finished_before) >= 2
+    done_before = {(e["node_id"], e.get("rung")) for e in before if e["type"] == "node_finished"}
+    promoted = [(e["node_id"], e["rung"]) for e in before if e["type"] == "node_promoted"]
+    assert ("n0", 1) in done_before and len(done_before) >= 3 and promoted
 
     proc = _launch(["--resume", str(run)], tmp_path / "second.log")
-    assert proc.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert proc.wait(timeout=900) == 0, (tmp_path / "second.log").read_text()[-3000:]
     after = list(read_events(ledger))
     assert after[: len(before)] == before  # nothing recorded was lost or rewritten
     resumed = after[len(before):]
     assert resumed[0]["type"] == "run_resumed"
-    started_again = {e["node_id"] for e in resumed if e["type"] == "node_started"}
-    assert not started_again & set(finished_before)  # finished nodes are not re-run
+    started_again = [(e["node_id"], e["rung"]) for e in resumed if e["type"] == "node_started"]
+    assert not set(started_again) & done_before  # no finished run is run again
+    node, rung = promoted[-1]
+    assert (node, rung) in started_again  # the promotion the kill interrupted runs at its rung ...
+    again = next(e for e in resumed if e["type"] == "node_started" and e["node_id"] == node)
+    proxy = next(e for e in before if e["type"] == "node_finished" and e["node_id"] == node and e["rung"] == 0)
+    assert again["resume_from"] == proxy["artifacts"]["checkpoint"]  # ... continuing its proxy's run
+    all_promotions = [(e["node_id"], e["rung"]) for e in after if e["type"] == "node_promoted"]
+    assert len(all_promotions) == len(set(all_promotions))  # ... and is never promoted twice
+    finished = [(e["node_id"], e.get("rung")) for e in after if e["type"] == "node_finished"]
+    assert len(finished) == len(set(finished))
     tree = Tree.replay(after, SearchParams())
-    for node_id, ev in finished_before.items():
-        assert tree.nodes[node_id].score == ev["score"]
-    trained = [n for n in tree.nodes.values() if n.parent_id and n.status in ("succeeded", "failed")]
-    assert len(trained) == 3 and len({n.id for n in trained}) == 3
+    assert tree.nodes[node].rung_scores.keys() == {0, 1}
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["resumed"] is True and summary["trials"] == 3
-    assert "leaderboard" in (tmp_path / "second.log").read_text()
+    assert summary["resumed"] is True and summary["trials"] == 4
+    # the test split never chose anything: every decision is in the ledger, made on dev rows,
+    # and the test predictions were written after the run's last event
+    assert not any("test" in json.dumps(e) for e in after if e["type"] in ("node_promoted", "node_rescored", "best_selected"))
+    test_files = list(run.glob("nodes/*/test_predictions.jsonl"))
+    assert test_files and min(f.stat().st_mtime for f in test_files) >= after[-1]["ts"]

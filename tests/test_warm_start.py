@@ -118,7 +118,7 @@ def test_builtin_policy_offers_continued_training_after_its_hyperparameter_varia
     assert w.training.model_dump(exclude=changed) == node_plan.training.model_dump(exclude=changed)
     assert w.recipe == node_plan.recipe
     hp = [p for p in plans if p.direction == "hyperparameters" and not p.rationale.startswith("Grid")]
-    assert hp[-1] == w and len(hp) == 4  # after the three existing hyperparameter variants
+    assert hp[-1] == w and len(hp) == 5  # after the four other hyperparameter variants (lr up/down, epochs, schedule)
     assert plans.index(w) >= 5  # the first plans of a batch (one per direction) are unchanged
     # never for the root's children: the baseline has no trained weights
     root = BuiltinPolicy().propose(request(tree, "n0", 64))

@@ -102,6 +102,41 @@ class SearchConfig(_Section):
     falling back to the builtin rules per expansion when it fails or its budget is spent)."""
     seed: int = 0
     """Seed for the policy's choices."""
+    rungs: list[float] = Field(default_factory=lambda: [0.25, 1.0], min_length=1, max_length=6)
+    """Fidelities of successive halving, as fractions of a plan's training steps, increasing, the
+    last 1.0. Every plan first trains as a cheap proxy for the first fraction (the first steps of
+    its full run, so a promotion continues it from the proxy's checkpoint); the best 1/eta of each
+    rung are promoted to the next. [1.0]: one rung, every plan at full fidelity."""
+    eta: float = Field(3.0, ge=1.5, le=10)
+    """Successive halving's reduction factor: a rung promotes its best 1/eta (ASHA's rule: a node
+    is promoted once it is in the top 1/eta of the nodes that finished that rung)."""
+    proxy_dev_limit: int = Field(100, ge=10)
+    """Dev rows scored below the top rung (the top rung scores task.dev_limit rows): proxies are
+    cheap to train and should be cheap to score too."""
+    budget: float | None = Field(None, gt=0)
+    """Compute the search may spend on trials, in budget_unit (beside max_trials, which bounds
+    the number of plans); the best plan is always carried to the top rung within it. Unset: no
+    limit but max_trials."""
+    budget_unit: Literal["example_epochs", "accelerator_seconds"] = "example_epochs"
+    """Unit of budget: training examples processed (rows x epochs, as trained), or accelerator
+    seconds (GPU-seconds on GPUs, CPU-seconds of the trial processes otherwise)."""
+    finalists: int = Field(3, ge=1, le=16)
+    """Top-rung nodes re-scored on final_dev_limit dev rows before the run ends; the winner is
+    chosen on that, and among finalists whose paired interval against the top overlaps 0 the
+    cheapest plan wins."""
+    final_dev_limit: int | None = Field(None, ge=1)
+    """Dev rows the finalists are re-scored on (unset: the whole dev split, at most 2000 rows)."""
+    bootstrap_resamples: int = Field(1000, ge=200, le=100_000)
+    """Bootstrap resamples of every interval (a node's score, its paired differences)."""
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)
+    """Level of every interval."""
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs_increase_to_one(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in v) or any(b <= a for a, b in zip(v, v[1:])) or v[-1] != 1.0:
+            raise ValueError("rungs must increase within (0, 1] and end at 1.0, e.g. [0.25, 1.0]")
+        return v
 
 
 class TrainConfig(_Section):

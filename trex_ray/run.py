@@ -170,7 +170,7 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
     researcher = Researcher.options(scheduling_strategy=here).remote(cfg, str(run_dir))
     ctx = TrialContext.of(cfg, run_dir, storage)
     store = RunStorage(storage)
-    view = LiveView(task.metric, s.max_trials)
+    view = LiveView(task.metric, s.max_trials, task.higher_is_better, s.budget, s.budget_unit)
     searcher = TreeSearcher(state, researcher, on_event=view.event)
     concurrency = _concurrency(cfg)
     # prefetched trials wait in Tune for a slot (so a finished trial's slot is refilled at once)
@@ -198,6 +198,7 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
     )
     tuner.fit()
     reason = searcher.finished_reason or "search ended"
+    _select(cfg, ctx, state)
     tree: Tree = ray.get(state.close.remote(reason))
     _copy_best(run_dir, tree)
     final = _final_evaluation(cfg, ctx, tree, task.metric)
@@ -208,6 +209,7 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
             shutil.copytree(src, merged, dirs_exist_ok=True)
         (merged / ".trex_fetched").unlink(missing_ok=True)
         final["merged_model_dir"] = str(merged)
+    _drop_checkpoints(store, tree)
     summary = _write_outputs(cfg, task, run_dir, tree, reason, resumed, final)
     _write_reports(cfg, task, run_dir, tree, summary)
     if cfg.run.push_to_hub:  # after the card; a failure is recorded in summary.json, never raised
@@ -223,6 +225,26 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
     return summary
 
 
+def _drop_checkpoints(store: RunStorage, tree: Tree) -> None:
+    """The proxies' checkpoints (weights, optimizer state) exist only for a promotion to continue
+    them: once the run is over they go, the nodes' models stay."""
+    for node in tree.nodes.values():
+        ckpt = node.artifacts.get("checkpoint")
+        if not ckpt:
+            continue
+        try:
+            # the whole checkpoints/ folder: every rung's checkpoint, not only the latest
+            if is_remote(ckpt):
+                import pyarrow.fs as pafs
+
+                fs, path = pafs.FileSystem.from_uri(ckpt)
+                fs.delete_dir(path.rsplit("/", 1)[0])
+            else:
+                shutil.rmtree(Path(ckpt).parent, ignore_errors=True)
+        except Exception as e:  # noqa: BLE001 - disk space, not results: never fatal
+            log.warning("could not remove %s: %s", ckpt, e)
+
+
 def _copy_best(run_dir: Path, tree: Tree) -> None:
     """``best/``: a copy of the best node's saved model (adapter or full weights + tokenizer)."""
     best = tree.best()
@@ -235,25 +257,53 @@ def _copy_best(run_dir: Path, tree: Tree) -> None:
         (best_dir / ".trex_fetched").unlink(missing_ok=True)
 
 
+def _end_of_run_resources(cfg: Config, ctx: TrialContext) -> tuple[TrialContext, dict[str, float]]:
+    """What the end-of-run work (re-scoring, test scores, export) runs with: nothing else runs by
+    then, so a whole node's CPUs (as torch threads), not one trial's, and one GPU."""
+    import ray
+
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    cpus = max(cfg.resources.cpus_per_trial, node_cpus)
+    return replace(ctx, threads=max(1, int(cpus))), {"CPU": cpus, "GPU": min(cfg.resources.gpus_per_trial, 1.0)}
+
+
+def _select(cfg: Config, ctx: TrialContext, state: Any) -> None:
+    """Before the run ends: the finalists are re-scored on a larger dev slice and the winner is
+    chosen on that (``search/selection.py``). A failure here is logged, never fatal: the tree's
+    own ranking then stands."""
+    import ray
+
+    from trex_ray.executor.final import rescore_remote
+    from trex_ray.tasks import resolve_task
+
+    finalists = ray.get(state.finalists.remote())
+    if len(finalists) < 2:
+        return
+    dev_rows = len(load_split(resolve_task(cfg.task), "dev", cfg.task.paths()))
+    limit = min(cfg.search.final_dev_limit or dev_rows, dev_rows, 2000)
+    log.info("final selection: %s re-scored on %d dev rows", ", ".join(n.id for n in finalists), limit)
+    try:
+        ctx, resources = _end_of_run_resources(cfg, ctx)
+        winner = ray.get(state.record_selection.remote(rescore_remote(ctx, finalists, limit, resources)))
+        log.info("final selection: %s", winner)
+    except Exception as e:  # noqa: BLE001
+        log.warning("final selection failed (the dev ranking stands): %s", e)
+
+
 def _final_evaluation(cfg: Config, ctx: TrialContext, tree: Tree, metric: str) -> dict[str, Any]:
     """Test scores of base and best (and the merged export), as a Ray task holding one training
     worker's resources (evaluation is one process); a failure there is logged and recorded,
     never fatal: the search's results are already durable."""
-    import ray
-
     from trex_ray.executor.final import final_remote
 
     if cfg.task.test_limit <= 0 and not cfg.run.export_merged:
         return {}
-    # Nothing else runs by now: take a whole node's CPUs (as torch threads), not one trial's.
-    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
-    cpus = max(cfg.resources.cpus_per_trial, node_cpus)
-    resources = {"CPU": cpus, "GPU": min(cfg.resources.gpus_per_trial, 1.0)}
+    ctx, resources = _end_of_run_resources(cfg, ctx)
     log.info("final evaluation on up to %d test examples%s", cfg.task.test_limit,
              " and merged export" if cfg.run.export_merged else "")
     try:
-        return final_remote(replace(ctx, threads=max(1, int(cpus))), tree.root, tree.best(), metric,
-                            cfg.task.test_limit, cfg.run.export_merged, resources)
+        return final_remote(ctx, tree.root, tree.best(), metric, cfg.task.test_limit, cfg.run.export_merged,
+                            resources)
     except Exception as e:  # noqa: BLE001
         log.warning("final evaluation failed: %s", e)
         return {"test_error": f"{type(e).__name__}: {e}"[:2000]}
@@ -288,6 +338,14 @@ def _write_outputs(cfg: Config, task: Task, run_dir: Path, tree: Tree, reason: s
         "best_beats_base": bool(best and tree.base_score is not None and best.score is not None
                                 and tree.params.sign * (best.score - tree.base_score) > 0),
         "best_model_dir": str(best_dir) if best_dir.exists() else None,
+        # how sure the dev scores are: bootstrap intervals, the best's paired difference with its
+        # parent, and how the final selection chose it (re-scored finalists, when there were some)
+        "base_interval": tree.root.interval if tree.root else None,
+        "best_interval": best.interval if best else None,
+        "best_vs_parent": best.paired.get("parent") if best else None,
+        "best_rescored": best.rescored if best else None,
+        "selection": tree.selection,
+        "compute": _compute(tree),
         # scored once at the end, never used for selection (None: skipped or failed, see test_error)
         "base_test_score": final.get("base_test_score"),
         "best_test_score": final.get("best_test_score"),
@@ -301,3 +359,19 @@ def _write_outputs(cfg: Config, task: Task, run_dir: Path, tree: Tree, reason: s
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _compute(tree: Tree) -> dict[str, Any]:
+    """What the trials spent, in total and per rung of the run that trained to it (the baseline
+    evaluation aside): trained examples (example-epochs) and accelerator-seconds."""
+    trials = [n for n in tree.nodes.values() if n.parent_id is not None]
+    per_rung: dict[str, dict[str, float]] = {}
+    for n in trials:
+        for r, c in n.rung_costs.items():
+            d = per_rung.setdefault(str(r), {"runs": 0, "example_epochs": 0, "accelerator_seconds": 0.0})
+            d["runs"] += 1
+            d["example_epochs"] += c.examples
+            d["accelerator_seconds"] = round(d["accelerator_seconds"] + c.accelerator_seconds, 1)
+    return {"example_epochs": sum(n.cost.examples for n in trials),
+            "accelerator_seconds": round(sum(n.cost.accelerator_seconds for n in trials), 1),
+            "per_rung": per_rung, "budget": tree.params.search.budget, "budget_unit": tree.params.search.budget_unit}

@@ -55,11 +55,15 @@ class TreeSearcher(Searcher):
             assert reply.plan is not None
             self.live[trial_id] = reply.node_id
             plan = reply.plan.model_dump(mode="json")
-            self.on_event("started", {"node_id": reply.node_id, "parent_id": reply.parent_id, "plan": plan})
+            self.on_event("started", {"node_id": reply.node_id, "parent_id": reply.parent_id, "plan": plan,
+                                      "rung": reply.rung.index if reply.rung else 0})
             # The trial's config is only what differs between trials (Tune writes it to
             # params.json and trackers); the run's context reaches the trainable through
-            # tune.with_parameters. init_from: the parent's model a warm start trains further.
-            return {"node_id": reply.node_id, "plan": plan, "init_from": reply.init_from}
+            # tune.with_parameters. init_from: the parent's model a warm start trains further;
+            # rung, resume_from: how far to train, and the checkpoint a promotion continues.
+            return {"node_id": reply.node_id, "plan": plan, "init_from": reply.init_from,
+                    "rung": asdict(reply.rung) if reply.rung else None, "resume_from": reply.resume_from,
+                    "compare": {k: list(v) for k, v in reply.compare.items()}}
         if reply.done is not None:
             self.finished_reason = reply.done
             return Searcher.FINISHED
@@ -101,7 +105,9 @@ class TreeSearcher(Searcher):
         if phase == "done":
             outcome = TrialOutcome.from_json(result["outcome"])
             ray.get(self.tree_state.finish.remote(node_id, outcome))
-            result = {**result, "score": outcome.score, "cost": asdict(outcome.cost), "bad_cases": outcome.bad_cases}
+            result = {**result, "score": outcome.score, "cost": asdict(outcome.cost), "bad_cases": outcome.bad_cases,
+                      "rung": outcome.rung, "fidelity": outcome.fidelity, "interval": outcome.interval,
+                      "paired": outcome.paired}
         elif phase == "failed":
             ray.get(self.tree_state.fail.remote(node_id, result["error"]))
         else:

@@ -4,6 +4,7 @@ or remote storage) and its scored outcome on dev. Used by single- and multi-work
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class TrialContext:
     max_preemptions: int = -1  # restarts after node preemptions, not counted in max_failures
     # Where trials write (see storage.py): a local/NFS path or an s3:// / gs:// URI; None: run_dir
     storage: str | None = None
+    resamples: int = 1000  # bootstrap resamples of the dev score's intervals
+    confidence: float = 0.95  # their level
 
     @classmethod
     def of(cls, cfg: Config, run_dir: str | Path, storage: str | None) -> "TrialContext":
@@ -46,7 +49,8 @@ class TrialContext:
         return cls(task=cfg.task.resolved(), model=cfg.model, llm=cfg.llm, resources=TrialResources.of(r),
                    run_dir=str(run_dir), dev_limit=cfg.task.dev_limit, eval_batch_size=cfg.train.eval_batch_size,
                    threads=max(1, int(r.cpus_per_trial)), max_failures=r.max_failures,
-                   max_preemptions=r.max_preemptions, storage=storage)
+                   max_preemptions=r.max_preemptions, storage=storage,
+                   resamples=cfg.search.bootstrap_resamples, confidence=cfg.search.confidence)
 
     @property
     def paths(self) -> dict[str, str | None]:
@@ -98,18 +102,77 @@ def warm_start_dir(ctx: TrialContext, node_id: str, init_from: str | None, tag: 
     return str(fetch(init_from, dest))
 
 
+def checkpoint_dir(ctx: TrialContext, node_id: str, checkpoint: str | None, stats: dict[str, Any]) -> str | None:
+    """A local folder holding the node's checkpoint from its previous rung (downloaded from
+    remote storage), or None, recorded in ``stats``, when there is none to continue: the run
+    then starts fresh, which costs steps but gives the same plan's full run."""
+    if not checkpoint:
+        return None
+    try:
+        local = checkpoint if not is_remote(checkpoint) else str(
+            fetch(checkpoint, scratch_dir(Path(ctx.run_dir).name, "resume", node_id)))
+        if not (Path(local) / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"{checkpoint} holds no trainer state")
+    except Exception as e:  # noqa: BLE001 - lost scratch space, a cleaned checkpoint: train from the start
+        log.warning("node %s: cannot continue from %s (%s); training from the start", node_id, checkpoint, e)
+        stats["resumed"] = f"no: {type(e).__name__}: {e}"[:300]
+        return None
+    stats["resumed"] = checkpoint
+    return local
+
+
+def read_predictions(uri_or_path: str) -> dict[str, str]:
+    """id -> raw prediction of a node's predictions file (a local path or a storage URI)."""
+    if is_remote(uri_or_path):
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(uri_or_path)
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode("utf-8")
+    else:
+        text = Path(uri_or_path).read_text(encoding="utf-8")
+    recs = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {str(r["id"]): r["prediction"] if isinstance(r["prediction"], str) else "" for r in recs}
+
+
+def accelerator_seconds(wall0: float, cpu0: float, gpus: float, workers: int = 1) -> float:
+    """What a run used of its accelerators since (``wall0``, ``cpu0``): GPU-seconds (wall time x
+    GPUs held) on GPUs, else this process's CPU-seconds (every thread; the trial's work runs here)."""
+    if gpus > 0:
+        return round((time.time() - wall0) * gpus * workers, 2)
+    return round((time.process_time() - cpu0) * workers, 2)
+
+
 def score_on_dev(task: Task, model: Any, tok: Any, plan: Plan, node_id: str, ctx: TrialContext, out: Path,
                  cost: Cost, artifacts: dict[str, str], stats: dict[str, Any], t0: float,
-                 on_batch: Callable[[int, int], None] | None = None) -> TrialOutcome:
-    """The trial's outcome: the trained ``model`` scored on the run's dev rows (its predictions
-    saved, a sample of its wrong answers for the diagnosis), its folder published to storage.
-    The one place a trial's outcome is built, for single- and multi-worker trials alike."""
-    dev = load_split(task, "dev", ctx.paths, limit=ctx.dev_limit)
+                 on_batch: Callable[[int, int], None] | None = None, dev_limit: int | None = None,
+                 compare: dict[str, tuple[str, str]] | None = None) -> TrialOutcome:
+    """The trial's outcome: the trained ``model`` scored on the run's first ``dev_limit`` dev rows
+    (its predictions saved, a sample of its wrong answers for the diagnosis, the bootstrap
+    interval of its score and, for each node in ``compare`` (role -> node id, predictions), the
+    paired difference on the rows both were scored on), its folder published to storage. The one
+    place a trial's outcome is built, for single- and multi-worker trials alike."""
+    from ftbench.intervals import align, bootstrap, paired
+
+    dev = load_split(task, "dev", ctx.paths, limit=dev_limit or ctx.dev_limit)
     preds = out / "dev_predictions.jsonl"
     metrics = evaluate(task, model, tok, dev, plan.recipe.format.prompt, ctx.eval_batch_size, preds, on_batch=on_batch)
+    mine = read_predictions(str(preds))
+    gens = [mine[str(r["id"])] for r in dev]
+    interval = bootstrap(task, gens, dev, resamples=ctx.resamples, level=ctx.confidence)
+    diffs: dict[str, dict[str, Any]] = {}
+    for role, (other_id, where) in (compare or {}).items():
+        try:  # what another node scored is context: a missing file costs the comparison only
+            rows, (theirs, ours) = align(dev, read_predictions(where), mine)
+            if rows:
+                d = paired(task, theirs, ours, rows, resamples=ctx.resamples, level=ctx.confidence)
+                diffs[role] = {"node": other_id, **d.to_dict()}
+        except Exception as e:  # noqa: BLE001
+            log.warning("node %s: no paired comparison with %s %s: %s", node_id, role, other_id, e)
     # a few wrong dev answers (dev only, never test) for the Researcher's diagnosis of this node
     bad_cases = collect_bad_cases(task, dev, preds, plan.recipe.format.prompt, tok)
     artifacts = publish_node(ctx, node_id, out, {**artifacts, "dev_predictions": str(preds)})
     cost.wall_seconds = round(time.time() - t0, 2)
     return TrialOutcome(score=float(metrics[task.metric]), metrics={k: float(v) for k, v in metrics.items()},
-                        cost=cost, artifacts=artifacts, recipe_stats=stats, bad_cases=bad_cases)
+                        cost=cost, artifacts=artifacts, recipe_stats=stats, bad_cases=bad_cases,
+                        interval=interval.to_dict(), paired=diffs)

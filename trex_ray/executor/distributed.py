@@ -17,7 +17,9 @@ from importlib import resources as package_files
 from pathlib import Path
 from typing import Any
 
-from trex_ray.executor.context import TrialContext, node_dir, score_on_dev, warm_start_dir
+from trex_ray.executor.context import (TrialContext, accelerator_seconds, checkpoint_dir, node_dir, score_on_dev,
+                                       warm_start_dir)
+from trex_ray.search.halving import Rung
 from trex_ray.search.outcome import Cost, TrialOutcome
 from trex_ray.search.plan import Plan, TrialResources
 from trex_ray.storage import RunStorage
@@ -51,7 +53,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from trex_ray.recipes.build import build_recipe
     from trex_ray.tasks import resolve_task
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     ctx: TrialContext = config["context"]
     plan: Plan = config["plan"]
     res: TrialResources = config["resources"]
@@ -70,29 +72,38 @@ def train_loop(config: dict[str, Any]) -> None:
                           **{k: v for k, v in entry.items() if isinstance(v, (int, float))}})
 
     checkpoint = ray.train.get_checkpoint()
-    resume = None
-    if checkpoint is not None:
+    rung: Rung | None = config.get("rung")
+    if checkpoint is not None:  # a restarted worker group: Train's own latest checkpoint
         resume = str(Path(checkpoint.to_directory()) / "checkpoint")
         log.info("node %s rank %d resumes from %s", node_id, rank, resume)
+    else:  # a promotion: the checkpoint the node's previous rung stopped at (every rank its own copy)
+        resume = checkpoint_dir(ctx, f"{node_id}-rank{rank}", config.get("resume_from"), stats)
     assert plan.training is not None
     # a warm start: every rank loads the parent's model (each its own download from remote storage)
     init = warm_start_dir(ctx, node_id, config.get("init_from"), f"-rank{rank}") if plan.training.warm_start else None
     steps = max(1, len(dataset) // (plan.training.batch_size * plan.training.grad_accum * res.num_workers))
+    stop = plan.training.stop_at(len(dataset), rung.fraction) if rung is not None and rung.fraction < 1 else None
     _, _, tr = fine_tune(
         plan.training, model_path, dataset, out, on_log, ctx.model.trust_remote_code,
         deepspeed=deepspeed_config(res.zero_stage, res.offload),
         callbacks=[RayTrainReportCallback()], save_steps=max(1, steps // 2), resume_from=resume, init_from=init,
+        stop_at=stop,
     )
     if rank != 0:
         ray.train.report({"node_id": node_id, "phase": "eval"})
         return
     base, adapter = (model_path, tr.model_dir) if plan.training.method == "lora" else (tr.model_dir, None)
     model, tok = load_model(base, adapter, trust_remote_code=ctx.model.trust_remote_code)
-    stats.update(tr.stats(), resumed_from_checkpoint=resume is not None, workers=res.num_workers,
+    stats.update(tr.stats(), resumed_from_checkpoint=checkpoint is not None, workers=res.num_workers,
                  zero_stage=res.zero_stage)
+    arts = {"model": tr.model_dir, **({"checkpoint": tr.checkpoint} if tr.checkpoint else {})}
     outcome = score_on_dev(task, model, tok, plan, node_id, ctx, out,
-                           Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens),
-                           {"model": tr.model_dir}, stats, t0)
+                           Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens, examples=tr.examples),
+                           arts, stats, t0, dev_limit=rung.dev_limit if rung is not None else None,
+                           compare=config.get("compare"))
+    # every worker held the same share: rank 0's use stands for each of them
+    outcome.cost.accelerator_seconds = accelerator_seconds(t0, cpu0, res.gpus_per_worker, res.num_workers)
+    outcome.rung, outcome.fidelity = (rung.index, rung.fraction) if rung is not None else (0, 1.0)
     # The outcome travels through the run's storage (written last, atomically): Train keeps
     # only checkpoint-bound metrics, and rank 0 may run on another node than the trial.
     RunStorage(ctx.storage_root).write_bytes(f"nodes/{node_id}/outcome.json", outcome.to_json().encode())
@@ -113,10 +124,11 @@ def scaling_config(res: TrialResources):
 
 
 def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResources,
-                    init_from: str | None = None) -> TrialOutcome:
+                    init_from: str | None = None, rung: Rung | None = None, resume_from: str | None = None,
+                    compare: dict[str, tuple[str, str]] | None = None) -> TrialOutcome:
     """Train and evaluate ``plan`` on ``res.num_workers`` workers; returns the trial's outcome.
-    Progress and the final outcome reach Tune through ``TuneReportCallback``. ``init_from``: the
-    parent's model a warm-start plan trains further (as in ``executor.execute``)."""
+    Progress and the final outcome reach Tune through ``TuneReportCallback``. ``init_from``,
+    ``rung``, ``resume_from``, ``compare``: as in ``execute.execute``."""
     from ray import train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -127,10 +139,12 @@ def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResou
         store.fs.delete_file(store.path(outcome_rel))
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"context": ctx, "plan": plan, "resources": res, "node_id": node_id, "init_from": init_from},
+        train_loop_config={"context": ctx, "plan": plan, "resources": res, "node_id": node_id, "init_from": init_from,
+                           "rung": rung, "resume_from": resume_from, "compare": compare},
         scaling_config=scaling_config(res),
         run_config=train.RunConfig(
-            name=f"train-{node_id}", storage_path=store.path("train"),
+            # one Train run per rung: a run name Train finds again is a run it resumes
+            name=f"train-{node_id}-r{rung.index if rung else 0}", storage_path=store.path("train"),
             storage_filesystem=store.fs if store.remote else None,
             # A preempted node (drained with reason PREEMPTION, e.g. a spot instance) costs a
             # restart from the checkpoint but is counted apart: spot clusters must not exhaust

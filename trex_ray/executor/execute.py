@@ -11,7 +11,9 @@ import time
 from typing import Any, Callable
 
 from ftbench.evaluate import load_model
-from trex_ray.executor.context import TrialContext, node_dir, score_on_dev, warm_start_dir
+from trex_ray.executor.context import (TrialContext, accelerator_seconds, checkpoint_dir, node_dir, score_on_dev,
+                                       warm_start_dir)
+from trex_ray.search.halving import Rung
 from trex_ray.search.outcome import Cost, TrialOutcome
 from trex_ray.search.plan import Plan
 from trex_ray.tasks import resolve_task
@@ -22,9 +24,13 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress | None = None,
-            init_from: str | None = None) -> TrialOutcome:
+            init_from: str | None = None, rung: Rung | None = None, resume_from: str | None = None,
+            compare: dict[str, tuple[str, str]] | None = None) -> TrialOutcome:
     """Run ``plan``: build its data, fine-tune, evaluate on dev. ``init_from`` is the parent's
-    model (path or storage URI) a warm-start plan trains further.
+    model (path or storage URI) a warm-start plan trains further. ``rung`` (successive halving):
+    train to that fraction of the full run and score its dev slice; ``resume_from`` is the
+    node's checkpoint from its previous rung, continued (a missing or unreadable one means a
+    fresh run, said in the statistics). ``compare``: nodes to take paired differences with.
 
     Exceptions propagate: they are the plan's own failures (bad data, out of memory, ...) and
     the caller records them on the node.
@@ -33,7 +39,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
 
     from trex_ray.executor.models import resolve_model
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     torch.set_num_threads(max(1, ctx.threads))
     report = on_progress or (lambda _: None)
     out = node_dir(ctx, node_id)
@@ -59,9 +65,18 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         from trex_ray.executor.train import fine_tune
 
         init = warm_start_dir(ctx, node_id, init_from) if plan.training.warm_start else None
-        model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init)
-        cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens)
+        stop = plan.training.stop_at(len(dataset), rung.fraction) if rung is not None and rung.fraction < 1 else None
+        resume = checkpoint_dir(ctx, node_id, resume_from, stats)
+        model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init,
+                                   resume_from=resume, stop_at=stop)
+        cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens, examples=tr.examples)
         artifacts["model"] = tr.model_dir
+        if tr.checkpoint:
+            artifacts["checkpoint"] = tr.checkpoint
         stats.update(tr.stats())
-    return score_on_dev(task, model, tok, plan, node_id, ctx, out, cost, artifacts, stats, t0,
-                        on_batch=lambda done, total: report({"phase": "eval", "evaluated": done, "total": total}))
+    outcome = score_on_dev(task, model, tok, plan, node_id, ctx, out, cost, artifacts, stats, t0,
+                           on_batch=lambda done, total: report({"phase": "eval", "evaluated": done, "total": total}),
+                           dev_limit=rung.dev_limit if rung is not None else None, compare=compare)
+    outcome.cost.accelerator_seconds = accelerator_seconds(t0, cpu0, ctx.resources.gpus_per_worker)
+    outcome.rung, outcome.fidelity = (rung.index, rung.fraction) if rung is not None else (0, 1.0)
+    return outcome

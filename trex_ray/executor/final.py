@@ -16,6 +16,7 @@ from typing import Any
 
 from trex_ray.executor.context import TrialContext
 from trex_ray.search.plan import Plan
+from trex_ray.search.selection import Rescore
 from trex_ray.search.tree import Node
 from trex_ray.storage import RunStorage, fetch, scratch_dir
 
@@ -34,24 +35,26 @@ def _load(model_path: str, node_model_dir: str | None, trust: bool):
     return load_model(node_model_dir, trust_remote_code=trust)
 
 
-def score_on_test(ctx: TrialContext, plan: Plan, node_model_dir: str | None, limit: int,
-                  predictions: Path) -> dict[str, float]:
-    """Metrics of one model (base when ``node_model_dir`` is None) on the first ``limit`` test
-    rows, prompted with ``plan``'s own prompt template, exactly as dev scored it."""
+def score_split(ctx: TrialContext, plan: Plan, node_model_dir: str | None, split: str, limit: int | None,
+                predictions: Path) -> tuple[dict[str, float], list[dict], list[str]]:
+    """(metrics, rows, generations) of one model (base when ``node_model_dir`` is None) on the
+    first ``limit`` rows of ``split``, prompted with ``plan``'s own template, as dev scored it."""
     import torch
 
     from ftbench.evaluate import evaluate
     from ftbench.task import load_split
+    from trex_ray.executor.context import read_predictions
     from trex_ray.executor.models import resolve_model
     from trex_ray.tasks import resolve_task
 
     task = resolve_task(ctx.task)
-    rows = load_split(task, "test", ctx.paths, limit=limit)
+    rows = load_split(task, split, ctx.paths, limit=limit)
     model, tok = _load(resolve_model(ctx.model), node_model_dir, ctx.model.trust_remote_code)
     if torch.cuda.is_available():
         model = model.to("cuda")
     metrics = evaluate(task, model, tok, rows, plan.recipe.format.prompt, ctx.eval_batch_size, predictions)
-    return {k: float(v) for k, v in metrics.items()}
+    gens = read_predictions(str(predictions))
+    return {k: float(v) for k, v in metrics.items()}, rows, [gens[str(r["id"])] for r in rows]
 
 
 def export_merged(ctx: TrialContext, adapter_dir: str, out_dir: Path) -> str | None:
@@ -97,15 +100,23 @@ def final_evaluation(ctx: TrialContext, root: Node | None, best: Node | None, me
     if best is not None and best.artifacts.get("model"):
         best_model = str(fetch(best.artifacts["model"], local / "fetched" / best.id))
     if test_limit > 0 and root is not None:
+        from ftbench.intervals import bootstrap, paired
+        from trex_ray.tasks import resolve_task
+
+        task = resolve_task(ctx.task)
         t0 = time.time()
         try:
-            m = score_on_test(ctx, root.plan, None, test_limit, predictions(root.id))
+            m, rows, base_gens = score_split(ctx, root.plan, None, "test", test_limit, predictions(root.id))
             publish(predictions(root.id))
-            out.update(base_test_score=m[metric], base_test_metrics=m)
+            out.update(base_test_score=m[metric], base_test_metrics=m,
+                       base_test_interval=bootstrap(task, base_gens, rows, metric, ctx.resamples, level=ctx.confidence).to_dict())
             if best is not None and best_model is not None:
-                m = score_on_test(ctx, best.plan, best_model, test_limit, predictions(best.id))
+                m, rows, gens = score_split(ctx, best.plan, best_model, "test", test_limit, predictions(best.id))
                 publish(predictions(best.id))
-                out.update(best_test_score=m[metric], best_test_metrics=m, test_node=best.id)
+                out.update(best_test_score=m[metric], best_test_metrics=m, test_node=best.id,
+                           best_test_interval=bootstrap(task, gens, rows, metric, ctx.resamples, level=ctx.confidence).to_dict(),
+                           # best - base on the same test rows: the gain, and whether it is real
+                           test_gain=paired(task, base_gens, gens, rows, metric, ctx.resamples, level=ctx.confidence).to_dict())
         except Exception as e:  # noqa: BLE001 - the run's other outputs must still be written
             log.warning("test evaluation failed: %s", e)
             out["test_error"] = f"{type(e).__name__}: {e}"[:2000]
@@ -131,3 +142,48 @@ def final_remote(ctx: TrialContext, root: Node | None, best: Node | None, metric
     task = ray.remote(final_evaluation).options(num_cpus=resources.get("CPU", 1), num_gpus=resources.get("GPU", 0),
                                                 max_retries=1)
     return ray.get(task.remote(ctx, root, best, metric, test_limit, export))
+
+
+def rescore(ctx: TrialContext, finalists: list[Node], dev_limit: int) -> list[Rescore]:
+    """The finalists scored again on the first ``dev_limit`` dev rows (their predictions in
+    ``nodes/<id>/final_dev_predictions.jsonl``), each with its interval, and the paired
+    difference of the one scoring best from each other (``search/selection.py`` chooses)."""
+    import torch
+
+    from ftbench.intervals import bootstrap, paired
+    from trex_ray.tasks import resolve_task
+
+    torch.set_num_threads(max(1, ctx.threads))
+    task = resolve_task(ctx.task)
+    store = RunStorage(ctx.storage_root)
+    local = scratch_dir(Path(ctx.run_dir).name, "final") if store.remote else Path(store.path())
+    scored: dict[str, tuple[float, list[str]]] = {}
+    rows: list[dict] = []
+    for node in finalists:
+        model_dir = str(fetch(node.artifacts["model"], local / "fetched" / node.id))
+        path = local / "nodes" / node.id / "final_dev_predictions.jsonl"
+        m, rows, gens = score_split(ctx, node.plan, model_dir, "dev", dev_limit, path)
+        if store.remote:
+            store.write_bytes(path.relative_to(local).as_posix(), path.read_bytes())
+        scored[node.id] = (m[task.metric], gens)
+    sign = 1.0 if task.higher_is_better else -1.0
+    leader = max(scored, key=lambda i: sign * scored[i][0])  # finalists come ranked: ties keep the first
+    out = []
+    for node_id, (_, gens) in scored.items():
+        iv = bootstrap(task, gens, rows, resamples=ctx.resamples, level=ctx.confidence).to_dict()
+        diff = None if node_id == leader else paired(task, gens, scored[leader][1], rows, resamples=ctx.resamples,
+                                                     level=ctx.confidence)
+        if diff is not None and not task.higher_is_better:  # "leader - node" in the better direction
+            diff = type(diff)(-diff.value, -diff.high, -diff.low, diff.n, diff.resamples, diff.level)
+        out.append(Rescore(node_id, iv, diff.to_dict() if diff else None))
+    return out
+
+
+def rescore_remote(ctx: TrialContext, finalists: list[Node], dev_limit: int,
+                   resources: dict[str, float]) -> list[Rescore]:
+    """``rescore`` as a Ray task holding one trial's resources; blocks for its result."""
+    import ray
+
+    task = ray.remote(rescore).options(num_cpus=resources.get("CPU", 1), num_gpus=resources.get("GPU", 0),
+                                       max_retries=1)
+    return ray.get(task.remote(ctx, finalists, dev_limit))

@@ -28,6 +28,8 @@ class TrainResult:
     train_tokens: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    examples: int = 0  # training examples processed by this run (a resumed run counts only its own steps)
+    checkpoint: str | None = None  # where a run stopped early (stop_at) saved its full state
 
     def stats(self) -> dict[str, Any]:
         """What a node's recipe statistics keep of the training: loss, steps, the loss curve."""
@@ -62,6 +64,7 @@ def fine_tune(
     save_steps: int = 0,
     resume_from: str | None = None,
     init_from: str | os.PathLike | None = None,
+    stop_at: int | None = None,
 ):
     """Train on ``dataset`` (prompt/completion rows); returns (model, tokenizer, TrainResult).
 
@@ -72,9 +75,14 @@ def fine_tune(
     ``init_from`` (a local folder) is the parent node's saved model a warm start trains further:
     its LoRA adapter, loaded trainable on the base model (never wrapped in a new one), or its full
     weights. The child's saved adapter is a complete one on the base model, like any other.
+    ``stop_at`` (successive halving): the run follows the full run's schedule (every step count,
+    warm-up and decay, over the plan's full length) but stops after that step and saves a
+    checkpoint (weights, optimizer, scheduler, data position); a later run given it as
+    ``resume_from`` continues exactly where it stopped, so a promoted plan's full run is this
+    proxy's run carried on, not a second one.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
     t0 = time.time()
@@ -83,20 +91,26 @@ def fine_tune(
         raise ValueError("a warm-start plan needs init_from: the parent node's trained model")
     if init_from and not Path(init_from).is_dir():
         raise FileNotFoundError(f"warm start: the parent's model folder {init_from} does not exist")
+    # Seeded before anything random (LoRA's initial weights are drawn when the adapter is made,
+    # before the Trainer seeds itself): a plan's run is then the same run every time, which a
+    # promotion's continuation of its proxy relies on.
+    set_seed(t.seed)
     tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     weights = init_from if init_from and t.method == "full" else model_path
     model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    steps_per_epoch = math.ceil(len(dataset) / (t.batch_size * t.grad_accum))
-    total = t.max_steps if t.max_steps > 0 else max(1, math.ceil(steps_per_epoch * t.num_epochs))
+    total = t.full_steps(len(dataset))
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate,
         num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps,
+        # every run fixes its length in steps (the HF Trainer counts a run given in epochs a
+        # little differently from one given in steps), so a proxy continued from its checkpoint
+        # and the same plan trained in one go follow the very same schedule
+        max_steps=total,
         lr_scheduler_type=t.scheduler,
         warmup_steps=int(t.warmup_ratio * total),
         weight_decay=t.weight_decay,
@@ -137,11 +151,20 @@ def fine_tune(
             if on_log:
                 on_log(entry)
 
+    class _StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            if stop_at is not None and state.global_step >= stop_at and state.global_step < state.max_steps:
+                control.should_save = control.should_training_stop = True
+
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                         peft_config=peft_config, callbacks=[_Report(), *(callbacks or [])])
+                         peft_config=peft_config, callbacks=[_Report(), _StopAt(), *(callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; the live view reports progress
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    start = _checkpoint_step(resume_from)
     result = trainer.train(resume_from_checkpoint=resume_from)
+    checkpoint = None
+    if stop_at is not None and result.global_step < total:
+        checkpoint = str(Path(args.output_dir) / f"checkpoint-{result.global_step}")
     model_dir = out / "model"
     # On every rank: under ZeRO-3 the ranks gather the full weights, and only rank 0 writes.
     trainer.save_model(str(model_dir))
@@ -153,4 +176,15 @@ def fine_tune(
         model_dir=str(model_dir), steps=result.global_step, train_loss=result.training_loss,
         train_samples=len(dataset), train_tokens=int(tokens * t.num_epochs if t.max_steps < 0 else tokens),
         seconds=round(time.time() - t0, 2), history=history,
+        examples=(result.global_step - start) * t.batch_size * t.grad_accum * args.world_size, checkpoint=checkpoint,
     )
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    """The step a Trainer checkpoint was saved at (0: no checkpoint)."""
+    if not checkpoint:
+        return 0
+    import json
+
+    state = Path(checkpoint) / "trainer_state.json"
+    return int(json.loads(state.read_text())["global_step"]) if state.is_file() else 0

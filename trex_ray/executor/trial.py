@@ -20,6 +20,7 @@ from ray.tune import PlacementGroupFactory
 
 from trex_ray.executor.context import TrialContext
 from trex_ray.executor.execute import execute
+from trex_ray.search.halving import Rung
 from trex_ray.search.plan import TrialResources, parse_plan
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,15 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     try:
         plan = parse_plan(config["plan"])
         res = plan.resources or ctx.resources
+        run = {"init_from": config.get("init_from"), "rung": Rung(**config["rung"]) if config.get("rung") else None,
+               "resume_from": config.get("resume_from"),
+               "compare": {k: (v[0], v[1]) for k, v in (config.get("compare") or {}).items()}}
         if res.distributed and plan.training is not None:
             from trex_ray.executor.distributed import run_distributed
 
-            outcome = run_distributed(plan, node_id, ctx, res, init_from=config.get("init_from"))
+            outcome = run_distributed(plan, node_id, ctx, res, **run)
         else:
-            outcome = execute(plan, node_id, ctx, progress, init_from=config.get("init_from"))
+            outcome = execute(plan, node_id, ctx, progress, **run)
     except Exception as e:  # the plan's own failure: record it, do not retry
         log.warning("node %s failed: %s", node_id, e)
         tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],

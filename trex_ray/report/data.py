@@ -37,6 +37,10 @@ class RunData:
     higher_is_better: bool = True
 
     @property
+    def confidence(self) -> float:
+        return self.config.search.confidence if self.config else 0.95
+
+    @property
     def best(self) -> Node | None:
         return self.tree.best()
 
@@ -101,9 +105,11 @@ def best_so_far(run: RunData) -> list[dict[str, Any]]:
     out, best, compute, k = [], None, 0.0, 0
     for n in nodes:
         compute += float(n.cost.wall_seconds or 0.0)
-        if n.score is not None and (best is None or better(n.score, best)):
+        # the best so far is a full run's (a proxy's score is a guess about one)
+        if n.score is not None and n.fidelity >= 1.0 and (best is None or better(n.score, best)):
             best = n.score
         is_root = n.parent_id is None
         out.append({"trial": 0 if is_root else (k := k + 1), "node": n.id, "compute_s": round(compute, 2),
-                    "score": n.score, "best": best, "status": n.status})
+                    "score": n.score, "best": best, "status": n.status,
+                    "low": n.interval["low"] if n.interval else None, "high": n.interval["high"] if n.interval else None})
     return out

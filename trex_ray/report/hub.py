@@ -60,6 +60,10 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _fmt_iv(x: float | None, iv: dict[str, Any] | None) -> str:
+    return _fmt(x) + (f" [{iv['low']:.4f}, {iv['high']:.4f}]" if iv and x is not None else "")
+
+
 def _recipe_json(plan: Plan) -> str:
     """The recipe as the card shows it, local paths reduced to file names."""
     def clean(v: Any) -> Any:
@@ -91,10 +95,20 @@ def model_card(cfg: Config, task: Task, tree: Tree, summary: dict[str, Any], run
              f"- **Weights:** {'LoRA adapter (load the base model, then PeftModel.from_pretrained)' if is_lora else 'full weights (AutoModelForCausalLM.from_pretrained)'}"
              + (" ; merged full weights in `merged/`" if summary.get("merged_model_dir") else ""),
              "", f"## Scores ({task.metric}, {'higher' if task.higher_is_better else 'lower'} is better)", "",
+             f"Each score with its {int(cfg.search.confidence * 100)} % bootstrap interval over the rows scored.", "",
              "| split | examples | base model | this model |", "|---|---|---|---|",
-             f"| dev (chose the model) | {cfg.task.dev_limit} | {_fmt(summary['base_score'])} | {_fmt(summary['best_score'])} |",
+             f"| dev (chose the model) | {cfg.task.dev_limit} | {_fmt_iv(summary['base_score'], summary.get('base_interval'))} "
+             f"| {_fmt_iv(summary['best_score'], summary.get('best_interval'))} |",
              f"| test (held out, scored once) | {test_n} | "
-             f"{_fmt(summary.get('base_test_score'))} | {_fmt(summary.get('best_test_score'))} |", ""]
+             f"{_fmt_iv(summary.get('base_test_score'), summary.get('base_test_interval'))} | "
+             f"{_fmt_iv(summary.get('best_test_score'), summary.get('best_test_interval'))} |", ""]
+    gain = summary.get("test_gain")
+    if gain:
+        lines += [f"Gain over the base model on the same test rows: {gain['value']:+.4f} "
+                  f"[{gain['low']:+.4f}, {gain['high']:+.4f}] ("
+                  + ("larger than its interval" if gain["low"] > 0 else "not larger than its interval") + ").", ""]
+    if summary.get("selection"):
+        lines += [f"Chosen among the finalists re-scored on a larger dev slice: {summary['selection'].get('reason')}.", ""]
     if summary.get("test_error"):
         lines += [f"Test evaluation failed: `{summary['test_error'][:300]}`", ""]
     lines += ["## Data recipe", "", "```json", _recipe_json(plan), "```", ""]

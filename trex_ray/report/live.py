@@ -14,11 +14,14 @@ log = logging.getLogger("trex_ray.live")
 
 
 class LiveView:
-    def __init__(self, metric: str, max_trials: int) -> None:
-        self.metric, self.max_trials = metric, max_trials
+    def __init__(self, metric: str, max_trials: int, higher_is_better: bool = True,
+                 budget: float | None = None, budget_unit: str = "example_epochs") -> None:
+        self.metric, self.max_trials, self.sign = metric, max_trials, 1.0 if higher_is_better else -1.0
+        self.budget, self.unit = budget, budget_unit
         self.t0 = time.time()
         self.base: float | None = None
-        self.best: tuple[float, str] | None = None
+        self.best: tuple[float, str, str] | None = None  # score, node, its interval as text (full runs only)
+        self.spent: dict[int, float] = {}  # compute per rung, in the budget's unit
         self.finished = self.failed = 0
         self.running: set[str] = set()
         self._last_step: dict[str, int] = {}
@@ -28,7 +31,8 @@ class LiveView:
         if kind == "started":
             plan = Plan.model_validate(info["plan"])
             self.running.add(node)
-            log.info("start   %-4s parent=%-4s %-15s %s", node, info.get("parent_id") or "-", plan.direction, plan.knobs())
+            log.info("start   %-4s parent=%-4s r%d %-15s %s", node, info.get("parent_id") or "-", info.get("rung", 0),
+                     plan.direction, plan.knobs())
         elif kind == "progress":
             self._progress(node, info)
         elif kind == "expanding":
@@ -54,31 +58,54 @@ class LiveView:
     def _finished(self, node: str, r: dict[str, Any]) -> None:
         self.running.discard(node)
         if r.get("phase") == "done":
-            score = float(r["score"])
+            score, iv = float(r["score"]), interval_text(r.get("interval"))
             if node == "n0":
                 self.base = score
-                log.info("done    %-4s base model %s=%.4f (%.0fs)", node, self.metric, score, r["cost"]["wall_seconds"])
+                log.info("done    %-4s base model %s=%.4f%s (%.0fs)", node, self.metric, score, iv, r["cost"]["wall_seconds"])
                 return
             self.finished += 1
-            if self.best is None or score > self.best[0]:
-                self.best = (score, node)
+            cost = r.get("cost") or {}
+            rung = int(r.get("rung", 0))
+            unit = "examples" if self.unit == "example_epochs" else "accelerator_seconds"
+            self.spent[rung] = self.spent.get(rung, 0.0) + float(cost.get(unit, 0.0))
+            full = float(r.get("fidelity", 1.0)) >= 1.0
+            if full and (self.best is None or self.sign * (score - self.best[0]) > 0):
+                self.best = (score, node, iv)
             delta = f" ({score - self.base:+.4f} vs base)" if self.base is not None else ""
-            log.info("done    %-4s %s=%.4f%s in %.0fs", node, self.metric, score, delta, r["cost"]["wall_seconds"])
+            vs = (r.get("paired") or {}).get("parent")
+            vs_text = f", {vs['value']:+.4f}{interval_text(vs)} vs {vs['node']}" if vs else ""
+            log.info("done    %-4s %s=%.4f%s%s%s r%d%s in %.0fs", node, self.metric, score, iv, delta, vs_text, rung,
+                     "" if full else " (proxy)", cost.get("wall_seconds", 0))
         else:
             self.failed += 1
             # one line per event: a multi-line error (a traceback's tail) is folded onto it
             log.info("FAILED  %-4s %s", node, " ".join(str(r.get("error", "unknown")).split())[:300])
-        best = f"{self.best[0]:.4f} ({self.best[1]})" if self.best else "-"
-        log.info("status  trials %d/%d done, %d failed, %d running | best %s | %.0fs elapsed",
-                 self.finished, self.max_trials, self.failed, len(self.running), best, time.time() - self.t0)
+        best = f"{self.best[0]:.4f}{self.best[2]} ({self.best[1]})" if self.best else "-"
+        unit = "example-epochs" if self.unit == "example_epochs" else "accelerator-s"
+        per = ", ".join(f"r{k} {v:.0f}" for k, v in sorted(self.spent.items()))
+        spent = f"{sum(self.spent.values()):.0f}" + (f"/{self.budget:.0f}" if self.budget else "")
+        log.info("status  runs %d done, %d failed, %d running | best %s | spent %s %s (%s) | %.0fs elapsed",
+                 self.finished, self.failed, len(self.running), best, spent, unit, per or "-", time.time() - self.t0)
+
+
+def interval_text(iv: dict[str, Any] | None) -> str:
+    """`` [0.8100, 0.8900]`` for an interval, "" without one."""
+    return f" [{iv['low']:.4f}, {iv['high']:.4f}]" if iv else ""
 
 
 def leaderboard(tree: Tree, metric: str) -> str:
-    """The run's nodes as a table, in the tree's ranking (best first, unscored last)."""
-    head = f"{'node':<5} {'parent':<6} {'direction':<15} {'knobs':<44} {metric:>9} {'status':<9}"
+    """The run's nodes as a table, in the tree's ranking (full runs first, then by score;
+    unscored last), each score with its interval and the fraction of the full run behind it."""
+    head = (f"{'node':<5} {'parent':<6} {'direction':<15} {'knobs':<40} {metric:>9} {'interval':<19} "
+            f"{'trained':>7} {'status':<9}")
     lines = [head, "-" * len(head)]
     for n in tree.ranked():
         score = f"{n.score:.4f}" if n.score is not None else "-"
-        lines.append(f"{n.id:<5} {n.parent_id or '-':<6} {n.plan.direction:<15} {n.plan.knobs()[:44]:<44} "
-                     f"{score:>9} {n.status:<9}")
+        iv = f"[{n.interval['low']:.4f},{n.interval['high']:.4f}]" if n.interval else "-"
+        chosen = " *" if tree.selected == n.id else ""
+        trained = f"{n.fidelity:.0%}" if n.plan.training is not None and n.score is not None else "-"
+        lines.append(f"{n.id:<5} {n.parent_id or '-':<6} {n.plan.direction:<15} {n.plan.knobs()[:40]:<40} "
+                     f"{score:>9} {iv:<19} {trained:>7} {n.status:<9}{chosen}")
+    if tree.selection:
+        lines.append(f"* chosen by the final selection: {tree.selection.get('reason', '')}")
     return "\n".join(lines)

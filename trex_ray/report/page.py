@@ -99,7 +99,10 @@ def tree_figure(run: RunData) -> dict[str, Any]:
             name=name, marker=marker, text=[n.id for n in members], textposition="top center",
             customdata=[n.id for n in members], hovertemplate="%{hovertext}<extra></extra>",
             hovertext=[f"{n.id} · {html.escape(n.plan.direction)} · {n.status}"
-                       + (f" · {run.metric} {n.score:.4f}" if n.score is not None else "") for n in members],
+                       + (f" · {run.metric} {n.score:.4f}" if n.score is not None else "")
+                       + (f" [{n.interval['low']:.4f}, {n.interval['high']:.4f}]" if n.interval else "")
+                       + (f" · trained {n.fidelity:.0%}" if n.score is not None and n.plan.training else "")
+                       for n in members],
         ))
     depth = max((n.depth for n in nodes), default=0)
     fig.update_layout(
@@ -121,13 +124,42 @@ def progress_figure(run: RunData, x_key: str, x_title: str) -> dict[str, Any]:
                              text=[p["node"] for p in pts], hovertemplate="%{text}: best %{y:.4f}<extra></extra>"))
     fig.add_trace(go.Scatter(x=[p[x_key] for p in pts], y=[p["score"] for p in pts], mode="markers",
                              marker={"color": "#aaa", "size": 7}, name="trial score", text=[p["node"] for p in pts],
-                             hovertemplate="%{text}: %{y:.4f}<extra></extra>"))
+                             hovertemplate="%{text}: %{y:.4f}<extra></extra>", error_y=_error_bars(pts)))
     if run.tree.base_score is not None:
         fig.add_hline(y=run.tree.base_score, line_dash="dash", line_color="#888", annotation_text="base")
     if x_key == "trial":
         fig.update_xaxes(dtick=1)
     fig.update_layout(margin={"l": 50, "r": 10, "t": 10, "b": 40}, height=300, xaxis_title=x_title,
                       yaxis_title=run.metric, legend={"orientation": "h", "y": 1.12}, plot_bgcolor="#fafafa")
+    return fig.to_plotly_json()
+
+
+def _error_bars(pts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Plotly's asymmetric error bars from each point's interval (0 where there is none)."""
+    return {"type": "data", "symmetric": False, "color": "#bbb", "thickness": 1,
+            "array": [(p["high"] - p["score"]) if p.get("high") is not None else 0 for p in pts],
+            "arrayminus": [(p["score"] - p["low"]) if p.get("low") is not None else 0 for p in pts]}
+
+
+def scores_figure(run: RunData) -> dict[str, Any]:
+    """Every scored node's dev score with its bootstrap interval, in the tree's ranking; full
+    runs and proxies apart (a proxy's score is a cheap guess about its full run)."""
+    import plotly.graph_objects as go
+
+    nodes = [n for n in run.tree.ranked() if n.score is not None]
+    fig = go.Figure()
+    for name, members in (("full run", [n for n in nodes if n.fidelity >= 1.0]),
+                          ("proxy", [n for n in nodes if n.fidelity < 1.0])):
+        if members:
+            pts = [{"score": n.score, "low": (n.interval or {}).get("low"), "high": (n.interval or {}).get("high")}
+                   for n in members]
+            fig.add_trace(go.Scatter(x=[n.id for n in members], y=[n.score for n in members], mode="markers", name=name,
+                                     error_y=_error_bars(pts), marker={"size": 8, "symbol": "circle" if name == "full run" else "diamond-open"},
+                                     hovertemplate="%{x}: %{y:.4f}<extra></extra>"))
+    if run.tree.base_score is not None:
+        fig.add_hline(y=run.tree.base_score, line_dash="dash", line_color="#888", annotation_text="base")
+    fig.update_layout(margin={"l": 50, "r": 10, "t": 10, "b": 40}, height=300, yaxis_title=run.metric,
+                      xaxis={"type": "category"}, legend={"orientation": "h", "y": 1.12}, plot_bgcolor="#fafafa")
     return fig.to_plotly_json()
 
 
@@ -151,12 +183,21 @@ def _summary_html(run: RunData) -> str:
     def f(x: Any) -> str:
         return "-" if x is None else f"{x:.4f}"
 
+    def fi(x: Any, iv: dict[str, Any] | None) -> str:
+        return f(x) + (f" [{iv['low']:.4f}, {iv['high']:.4f}]" if iv and x is not None else "")
+
+    root = run.tree.root
     items = [("task", run.task), ("base model", run.base_model), ("metric", run.metric),
              ("status", f"finished: {run.finished}" if run.finished else "in progress"),
-             ("dev score", f"base {f(run.tree.base_score)} → best {f(best.score if best else None)}"
-              + (f" ({best.id})" if best else ""))]
+             ("dev score", f"base {fi(run.tree.base_score, root.interval if root else None)} → best "
+              f"{fi(best.score if best else None, best.interval if best else None)}" + (f" ({best.id})" if best else ""))]
+    if run.tree.selection:
+        items.append(("selection", run.tree.selection.get("reason", "")))
     if s:
-        items += [("test score", f"base {f(s.get('base_test_score'))} → best {f(s.get('best_test_score'))}"
+        gain = s.get("test_gain")
+        items += [("test score", f"base {fi(s.get('base_test_score'), s.get('base_test_interval'))} → best "
+                   f"{fi(s.get('best_test_score'), s.get('best_test_interval'))}"
+                   + (f", gain {gain['value']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]" if gain else "")
                    + (f" — {s['test_error'][:200]}" if s.get("test_error") else "")),
                   ("trials", f"{s.get('trials')} ({s.get('failed_trials')} failed), {s.get('wall_seconds')} s")]
     return "".join(f"<div><b>{html.escape(k)}</b> {html.escape(str(v))}</div>" for k, v in items)
@@ -179,7 +220,8 @@ def render_html(run: RunData) -> str:
     data = {"nodes": [n.to_dict() for n in run.tree.nodes.values()], "metric": run.metric,
             "base": run.tree.base_score, "best": run.best.id if run.best else None,
             "figures": {"tree": tree_figure(run), "by_trial": progress_figure(run, "trial", "trial number"),
-                        "by_compute": progress_figure(run, "compute_s", "cumulative compute (wall seconds)")}}
+                        "by_compute": progress_figure(run, "compute_s", "cumulative compute (wall seconds)"),
+                        "scores": scores_figure(run)}}
     parts = {"TITLE": html.escape(f"TREX-Ray report — {run.run_dir.name}"), "SUMMARY": _summary_html(run),
              "LEADERBOARD": _leaderboard_html(run), "INSIGHTS": _insights_html(run), "CONFIG": html.escape(run.config_text or "(no config.yaml)"),
              "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs()}
@@ -235,6 +277,8 @@ tr.failed{color:#d62728} tr.pruned,tr.planned{color:#999} tr.selected{background
 %INSIGHTS%
 <h2>Best score so far</h2>
 <div class="charts"><div id="by_trial"></div><div id="by_compute"></div></div>
+<h2>Scores with their intervals</h2>
+<div id="scores"></div>
 <h2>Configuration</h2>
 <pre id="config">%CONFIG%</pre>
 <script type="application/json" id="run-data">%DATA%</script>
@@ -243,7 +287,7 @@ tr.failed{color:#d62728} tr.pruned,tr.planned{color:#999} tr.selected{background
 const RUN = JSON.parse(document.getElementById("run-data").textContent);
 const NODES = Object.fromEntries(RUN.nodes.map(n => [n.id, n]));
 const CONF = {displaylogo: false, responsive: true};
-for (const id of ["tree", "by_trial", "by_compute"]) {
+for (const id of ["tree", "by_trial", "by_compute", "scores"]) {
   const f = RUN.figures[id];
   Plotly.newPlot(id, f.data, f.layout, CONF);
 }
@@ -268,6 +312,10 @@ function show(id) {
   d.appendChild(el("h3", `${n.id} — ${n.plan.direction} (${n.status})`));
   const delta = (n.score !== null && RUN.base !== null && n.parent_id) ? (n.score - RUN.base).toFixed(4) : "-";
   d.appendChild(kv([["parent", n.parent_id || "-"], ["score (" + RUN.metric + ")", fmt(n.score)], ["vs base", delta],
+    ["interval", n.interval ? `[${fmt(n.interval.low)}, ${fmt(n.interval.high)}] (${n.interval.n} rows)` : "-"],
+    ["vs parent (paired)", n.paired && n.paired.parent ? `${fmt(n.paired.parent.value)} [${fmt(n.paired.parent.low)}, ${fmt(n.paired.parent.high)}]` : "-"],
+    ["trained", n.plan.training ? `${Math.round(100 * n.fidelity)} % of its full run (rung ${n.rung})` : "-"],
+    ["re-scored", n.rescored ? `${fmt(n.rescored.value)} [${fmt(n.rescored.low)}, ${fmt(n.rescored.high)}] (${n.rescored.n} rows)` : "-"],
     ["reward", fmt(n.reward)], ["proposed by", n.source], ["visits", n.visits]]));
   if (n.failure) { d.appendChild(el("h4", n.status === "pruned" ? "Pruned" : "Failure")); d.appendChild(el("pre", n.failure)); }
   if (n.diagnosis) { d.appendChild(el("h4", "Diagnosis")); d.appendChild(el("pre", n.diagnosis)); }

@@ -61,7 +61,10 @@ def _with(plan: Plan, direction: str, rationale: str, *, training: dict | None =
 
 
 def direction_gains(memory: dict[str, Any]) -> dict[str, float]:
-    """Mean reward change each direction brought over its parent, from what the memory shows."""
+    """Mean change each direction brought over its parent, from what the memory shows. Where a
+    child was scored against its parent on the same dev rows, only a real change counts (its
+    paired interval excludes 0): a difference within noise is no evidence, and chasing it is how
+    a search ends up picking noise. Without a paired difference, the change of reward."""
     gains: dict[str, list[float]] = {}
     path = memory["path"]
     pairs = list(zip(path, path[1:]))
@@ -69,8 +72,12 @@ def direction_gains(memory: dict[str, Any]) -> dict[str, float]:
     pairs += [(parent, s) for s in memory["siblings"]] if parent else []
     pairs += [(memory["node"], c) for c in memory["children"]]
     for before, after in pairs:
+        vs = after.get("vs_parent")
         if after["status"] == "failed":
             gains.setdefault(after["direction"], []).append(-0.1)
+        elif vs is not None:
+            sign = 1.0 if memory.get("higher_is_better", True) else -1.0
+            gains.setdefault(after["direction"], []).append(sign * vs["diff"] if vs["real"] else 0.0)
         elif before.get("reward") is not None and after.get("reward") is not None:
             gains.setdefault(after["direction"], []).append(after["reward"] - before["reward"])
     return {d: sum(v) / len(v) for d, v in gains.items()}
@@ -130,7 +137,9 @@ class BuiltinPolicy:
                 _with(p, direction, f"Learning rate {t.learning_rate:g} -> {first:g}.", training={"learning_rate": first}),
                 _with(p, direction, f"{t.num_epochs:g} -> {t.num_epochs + 1:g} epochs.", training={"num_epochs": t.num_epochs + 1}),
                 _with(p, direction, f"Learning rate {t.learning_rate:g} -> {second:g}.", training={"learning_rate": second}),
-            ] + warm
+            ] + ([_with(p, direction, "Cosine schedule with 10 % warm-up instead of a linear decay from the first "
+                        "step: steadier early updates, a gentler end.", training={"scheduler": "cosine", "warmup_ratio": 0.1})]
+                 if t.scheduler != "cosine" else []) + warm
         if direction == "more_data" and n < cap:
             return [_with(p, direction, f"Twice the training data ({n} -> {min(2 * n, cap)} rows).", n=min(2 * n, cap))]
         if direction == "method":

@@ -18,8 +18,13 @@ class Cost:
     """What a trial spent."""
 
     wall_seconds: float = 0.0
-    train_samples: int = 0
+    train_samples: int = 0  # rows of the recipe's dataset
     train_tokens: int = 0
+    examples: int = 0  # training examples processed in this run (steps x batch x accumulation): example-epochs
+    accelerator_seconds: float = 0.0  # GPU-seconds on GPUs, CPU-seconds of the trial's processes otherwise
+
+    def add(self, other: "Cost") -> "Cost":
+        return Cost(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
 
 
 @dataclass
@@ -30,6 +35,12 @@ class TrialOutcome:
     artifacts: dict[str, str] = field(default_factory=dict)  # "model", "dev_predictions": paths or storage URIs
     recipe_stats: dict[str, Any] = field(default_factory=dict)  # rows per step, loss curve, train steps, ...
     bad_cases: dict[str, Any] | None = None  # a sample of wrong dev answers (search/bad_cases.py)
+    rung: int = 0  # the successive-halving rung this run trained to (config search.rungs)
+    fidelity: float = 1.0  # that rung's fraction of the plan's full run (1.0: trained in full)
+    # the score's bootstrap interval {value, low, high, n, ...} (ftbench.intervals.Interval.to_dict)
+    interval: dict[str, Any] | None = None
+    # paired differences on the shared dev rows: {"parent"|"best": {"node", value, low, high, n, ...}}
+    paired: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -39,4 +50,5 @@ class TrialOutcome:
         d = json.loads(text)
         return cls(score=float(d["score"]), metrics={k: float(v) for k, v in d["metrics"].items()},
                    cost=Cost(**d.get("cost") or {}), artifacts=dict(d.get("artifacts") or {}),
-                   recipe_stats=dict(d.get("recipe_stats") or {}), bad_cases=d.get("bad_cases"))
+                   recipe_stats=dict(d.get("recipe_stats") or {}), bad_cases=d.get("bad_cases"),
+                   rung=int(d.get("rung", 0)), fidelity=float(d.get("fidelity", 1.0)), interval=d.get("interval"), paired=dict(d.get("paired") or {}))

@@ -7,6 +7,7 @@ unknown fields are rejected: a plan that validates is safe to act on.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,6 +60,19 @@ class TrainingConfig(_Strict):
     # trained further (method lora), or its full weights (method full); num_epochs/max_steps then
     # count the extra training. Needs a trained parent with the same method and LoRA shape.
     warm_start: bool = False
+
+    def full_steps(self, rows: int) -> int:
+        """Optimizer steps of the full run over ``rows`` examples, counted as the HF Trainer
+        counts them (batches per epoch, floor-divided by the accumulation)."""
+        if self.max_steps > 0:
+            return self.max_steps
+        per_epoch = max(math.ceil(rows / self.batch_size) // self.grad_accum, 1)
+        return max(1, math.ceil(per_epoch * self.num_epochs))
+
+    def stop_at(self, rows: int, fraction: float) -> int:
+        """The step a run over ``rows`` examples stops at for ``fraction`` of its full length
+        (successive halving's proxies: at least one step)."""
+        return max(1, math.ceil(fraction * self.full_steps(rows) - 1e-9))
 
     @field_validator("lora_target_modules")
     @classmethod

@@ -12,17 +12,19 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from trex_ray.config import Config
 from trex_ray.search.bad_cases import describe, insight_memory, rule_diagnosis
 from trex_ray.search.fit import FitCheck
+from trex_ray.search.halving import Budget, Rung, asha_promotion, forced_promotion, rung
 from trex_ray.search.ledger import LEDGER_NAME, Ledger, read_events
 from trex_ray.search.outcome import Cost, TrialOutcome
 from trex_ray.search.plan import Plan
 from trex_ray.search.request import ExpansionRequest, Proposal, TaskSpec, baseline_plan
+from trex_ray.search.selection import Rescore, choose, finalists
 from trex_ray.search.tree import Node, SearchParams, Tree, node_number
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ class Handout:
     plan: Plan | None = None
     parent_id: str | None = None
     init_from: str | None = None  # the parent's trained model a warm-start plan trains further
+    rung: Rung | None = None  # how far to train and how many dev rows to score (successive halving)
+    resume_from: str | None = None  # a promoted node's checkpoint at its last rung: the run continues it
+    # nodes to compare with on the shared dev rows (paired intervals): role -> (node id, predictions)
+    compare: dict[str, tuple[str, str]] = field(default_factory=dict)
     done: str | None = None  # why the search is over
     running: int = 0  # trials running now
 
@@ -89,25 +95,68 @@ class SearchState:
 
     # ------------------------------------------------------------------ budget
     def trials_started(self) -> int:
-        """Fine-tuning trials that have run or are running (the baseline is not counted)."""
-        return sum(1 for n in self.tree.by_status("running", "succeeded", "failed") if n.id != ROOT_ID)
+        """Plans (fine-tuning nodes, the baseline aside) that have started at least once: a
+        promotion trains a started plan further and does not count again."""
+        return sum(1 for n in self.tree.nodes.values() if n.id != ROOT_ID and n.attempts > 0)
 
     def trials_left(self) -> int:
-        planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID)
+        planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID and n.attempts == 0)
         return self.cfg.search.max_trials - self.trials_started() - planned
 
     # ------------------------------------------------------------------ the searcher's calls
+    def budget(self) -> Budget:
+        return Budget(self.tree, self.cfg.search, self.task.train_rows)
+
+    def may_start_new(self) -> str | None:
+        """Why no new plan may start now (its trial count or the compute budget), else None.
+        The compute check keeps enough to carry the current leader to the top rung."""
+        if self.trials_started() >= self.cfg.search.max_trials:
+            return "trial budget spent"
+        b = self.budget()
+        if self.cfg.search.budget is not None:
+            first = next(iter(sorted(self.tree.by_status("planned"), key=lambda n: node_number(n.id))), None)
+            need = b.cost(first, 0) if first is not None and first.id != ROOT_ID and first.rung == 0 else 0.0
+            if b.left() < max(need, 1e-9) + b.reserve():
+                return "compute budget spent"
+        return None
+
+    def _promote(self) -> Node | None:
+        """The node to train to its next rung now, if any (ASHA; once no new plan may start, the
+        rest of the budget carries the best-ranked nodes up)."""
+        s = self.cfg.search
+        if len(s.rungs) == 1:
+            return None
+        node = asha_promotion(self.tree, s.eta)
+        if node is None and self.may_start_new() is not None:
+            node = forced_promotion(self.tree, s.finalists)
+        if node is None:
+            return None
+        b = self.budget()
+        top = self.tree.params.top_rung
+        full = any(n.rung == top for n in self.tree.nodes.values() if n.id != ROOT_ID and n.status != "failed" and n.rung_scores
+                   or n.rung == top and n.is_pending and n.id != ROOT_ID and n.attempts > 0)
+        # Over budget, the leader is still carried up when no plan has been trained in full yet:
+        # a run must end with a best model (the budget is overspent by that one promotion, at
+        # most; it happens when the first proxies' cost could not be known before they ran).
+        if b.left() < b.cost(node, node.rung + 1) and (full or node is not forced_promotion(self.tree, 1)):
+            return None
+        self._record({"type": "node_promoted", "node_id": node.id, "rung": node.rung + 1})
+        return node
+
     def next_node(self, trial_id: str) -> Handout:
-        """Hand out the oldest planned node and mark it running, or say why there is none."""
+        """Hand out the next run: a promotion if one is due, else the oldest planned node; mark
+        it running, or say why there is none."""
         if self.tree.root is None:
             self._plan_node(None, baseline_plan(self.task), "builtin")
         root = self.tree.root
         if root.status == "failed":
             return Handout(done=f"the baseline failed: {root.failure}")
-        max_trials = self.cfg.search.max_trials
-        budget_left = self.trials_started() < max_trials
-        planned = [n for n in self.tree.by_status("planned") if n.id == ROOT_ID or budget_left]
-        for node in sorted(planned, key=lambda n: node_number(n.id)):
+        if root.status == "succeeded":
+            self._promote()  # ASHA: a due promotion goes before any new plan
+        stop = self.may_start_new()
+        # planned nodes: the baseline, started ones (promoted, or requeued on resume), and new plans while they may start
+        planned = [n for n in self.tree.by_status("planned") if n.id == ROOT_ID or n.attempts > 0 or stop is None]
+        for node in sorted(planned, key=lambda n: (-n.rung, node_number(n.id))):
             cause = (self.fit.why_not(node.plan) if self.fit else None) or self._cannot_warm_start(node)
             if cause is None:
                 break
@@ -117,15 +166,32 @@ class SearchState:
         else:
             node = None
         if node is not None:
-            # derived from the tree at every handout, so a node requeued on resume gets it too
-            init_from = self._init_from(node)
-            self._record({"type": "node_started", "node_id": node.id, "trial_id": trial_id,
-                          **({"init_from": init_from} if init_from else {})})
-            return Handout(node_id=node.id, plan=node.plan, parent_id=node.parent_id, init_from=init_from)
+            return self._hand_out(node, trial_id)
         running = len(self.tree.by_status("running"))
-        if self.trials_started() >= max_trials:
-            return Handout(done="trial budget spent", running=running)
+        if stop is not None and (running == 0 or len(self.cfg.search.rungs) == 1):
+            # nothing new may start, nothing runs whose result could promote a node, and no
+            # promotion is left that the budget can pay for: the search is over (Tune lets the
+            # running trials finish)
+            return Handout(done=stop, running=running)
         return Handout(running=running)
+
+    def _hand_out(self, node: Node, trial_id: str) -> Handout:
+        # derived from the tree at every handout, so a node requeued on resume gets them too
+        init_from = self._init_from(node)
+        r = rung(self.cfg.search, node.rung if node.id != ROOT_ID else len(self.cfg.search.rungs) - 1,
+                 self.cfg.task.dev_limit)
+        resume = node.artifacts.get("checkpoint") if node.rung_scores else None
+        compare = {}
+        parent = self.tree.nodes.get(node.parent_id) if node.parent_id else None
+        best = self.tree.best() or self.tree.leader()
+        for role, other in (("parent", parent), ("best", best)):
+            if other is not None and other.id != node.id and other.artifacts.get("dev_predictions"):
+                compare[role] = (other.id, other.artifacts["dev_predictions"])
+        self._record({"type": "node_started", "node_id": node.id, "trial_id": trial_id, "rung": r.index,
+                      **({"init_from": init_from} if init_from else {}),
+                      **({"resume_from": resume} if resume else {})})
+        return Handout(node_id=node.id, plan=node.plan, parent_id=node.parent_id, init_from=init_from,
+                       rung=r, resume_from=resume, compare=compare)
 
     def _init_from(self, node: Node) -> str | None:
         """The parent's trained model (a local path or storage URI) a warm-start node starts from."""
@@ -157,7 +223,7 @@ class SearchState:
     def begin_expansion(self) -> ExpansionRequest | None:
         """Select a node by UCT and return the Researcher's request for it, or None when no
         expansion is possible now (nothing selectable, one in flight, or no budget left)."""
-        if self.expanding is not None or self.trials_left() <= 0:
+        if self.expanding is not None or self.trials_left() <= 0 or self.may_start_new() is not None:
             return None
         node = self.tree.select()
         if node is None:
@@ -194,7 +260,9 @@ class SearchState:
             # that the views written at its end show it (an LLM diagnosis may replace it later)
             self.record_diagnosis(node_id, rule_diagnosis(outcome.bad_cases), refresh=False)
         self._record({"type": "node_finished", "node_id": node_id, "score": outcome.score,
-                      "metrics": outcome.metrics, "cost": asdict(outcome.cost),
+                      "metrics": outcome.metrics, "cost": asdict(outcome.cost), "rung": outcome.rung,
+                      "fidelity": outcome.fidelity,
+                      "interval": outcome.interval, "paired": outcome.paired,
                       "artifacts": outcome.artifacts, "recipe_stats": outcome.recipe_stats})
 
     def fail(self, node_id: str, cause: str, cost: Cost | None = None) -> None:
@@ -242,6 +310,9 @@ class SearchState:
         """End the run: planned nodes that will not run are pruned (kept in the tree as ideas);
         a node still running lost its trial with the driver's loop and is failed. Returns the
         final tree."""
+        for node in self.tree.by_status("running", "planned"):
+            if node.rung_scores:  # a promotion that will not run: the node keeps its last rung
+                self._record({"type": "promotion_dropped", "node_id": node.id, "reason": reason})
         for node in self.tree.by_status("running"):
             self._record({"type": "node_failed", "node_id": node.id, "cause": f"run ended before its trial reported ({reason})"})
         for node in self.tree.by_status("planned"):
@@ -251,6 +322,21 @@ class SearchState:
         self.closed = True
         self.ledger.close()
         return self.tree
+
+    # ------------------------------------------------------------------ the final selection
+    def finalists(self) -> list[Node]:
+        """The top-rung nodes to re-score on the final dev slice before the run ends."""
+        return finalists(self.tree, self.cfg.search.finalists)
+
+    def record_selection(self, rescored: list[Rescore]) -> str:
+        """Record the finalists' final scores and the winner (``search/selection.py``); returns it."""
+        for r in rescored:
+            self._record({"type": "node_rescored", "node_id": r.node_id, "interval": r.interval,
+                          **({"vs_leader": r.vs_leader} if r.vs_leader else {})})
+        winner, why = choose(self.tree, rescored)
+        self._record({"type": "best_selected", "node_id": winner, "reason": why,
+                      "finalists": [r.node_id for r in rescored]})
+        return winner
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> dict[str, Any]:

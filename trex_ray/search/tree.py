@@ -20,6 +20,15 @@ Status = Literal["planned", "running", "succeeded", "failed", "pruned"]
 PENDING: tuple[str, ...] = ("planned", "running")
 
 
+def _diff(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A paired difference as the Researcher reads it: the change, its interval, and whether
+    the interval says the change is real (excludes 0) or within noise."""
+    if not d:
+        return None
+    return {"diff": round(d["value"], 4), "low": round(d["low"], 4), "high": round(d["high"], 4),
+            "real": d["low"] > 0 or d["high"] < 0}
+
+
 def node_number(node_id: str) -> int:
     """``n12`` -> 12: node ids sort by number, not as strings (n2 before n10)."""
     return int(node_id[1:])
@@ -42,9 +51,18 @@ class Node:
     failure: str | None = None
     diagnosis: str | None = None  # short text: what went wrong on dev (see diagnosis.py)
     diagnosis_detail: dict[str, Any] | None = None  # its structured form: categories, shares, directions
-    cost: Cost = field(default_factory=Cost)
+    cost: Cost = field(default_factory=Cost)  # summed over the node's runs (one per rung)
     artifacts: dict[str, str] = field(default_factory=dict)
     recipe_stats: dict[str, Any] = field(default_factory=dict)
+    # successive halving: the rung the node last trained to (or, while pending, will train to),
+    # its score at every rung it finished, and how sure the latest score is
+    rung: int = 0
+    rung_scores: dict[int, float] = field(default_factory=dict)
+    fidelity: float = 0.0  # fraction of the plan's full run its latest score was trained with (1.0: all of it)
+    rung_costs: dict[int, Cost] = field(default_factory=dict)  # what each rung's run spent
+    interval: dict[str, Any] | None = None  # bootstrap interval of ``score`` (ftbench.intervals)
+    paired: dict[str, dict[str, Any]] = field(default_factory=dict)  # vs "parent", vs "best": differences
+    rescored: dict[str, Any] | None = None  # a finalist's score and interval on the larger final dev slice
     # search statistics (visits and value include the whole subtree)
     visits: int = 0
     value_sum: float = 0.0
@@ -66,6 +84,11 @@ class Node:
     def is_pending(self) -> bool:
         return self.status in PENDING
 
+    @property
+    def done_rung(self) -> int:
+        """The highest rung the node has finished (-1: none); ``rung`` is where it is headed."""
+        return max(self.rung_scores, default=-1)
+
     def summary(self) -> dict[str, Any]:
         """What a Researcher needs to know about a node, in a few fields."""
         return {
@@ -76,6 +99,9 @@ class Node:
             "rationale": self.plan.rationale[:300],
             "status": self.status,
             "score": self.score,
+            "interval": [round(self.interval["low"], 4), round(self.interval["high"], 4)] if self.interval else None,
+            "vs_parent": _diff(self.paired.get("parent")),
+            "rung": self.rung,
             "reward": None if self.reward is None else round(self.reward, 4),
             "failure": self.failure,
             "diagnosis": self.diagnosis,
@@ -106,6 +132,10 @@ class SearchParams:
     def sign(self) -> float:
         return 1.0 if self.higher_is_better else -1.0
 
+    @property
+    def top_rung(self) -> int:
+        return len(self.search.rungs) - 1
+
 
 class Tree:
     def __init__(self, params: SearchParams | None = None) -> None:
@@ -116,6 +146,8 @@ class Tree:
         self.last_seq = 0
         self.insights: list[dict[str, Any]] = []  # the latest distilled insights (diagnosis.py)
         self.insights_after = 0  # finished trials they were distilled after
+        self.selected: str | None = None  # the node the final selection chose (best_selected)
+        self.selection: dict[str, Any] | None = None  # how it was chosen
         # Derived views (nodes by status, the best node) are recomputed only after the tree
         # changed: a scan of 10k nodes costs milliseconds, and one decision asks several times.
         self._version = 0
@@ -125,7 +157,7 @@ class Tree:
     def apply(self, ev: dict[str, Any]) -> None:
         """Apply one ledger event. Deterministic: the same events give the same tree."""
         kind, ts = ev["type"], ev.get("ts")
-        if kind.startswith("node_") and kind != "node_diagnosed":  # statuses or scores change
+        if (kind.startswith("node_") and kind != "node_diagnosed") or kind in ("best_selected", "promotion_dropped"):  # statuses or scores change
             self._version += 1
         self.last_seq = max(self.last_seq, int(ev.get("seq", 0)))
         if kind == "node_planned":
@@ -160,12 +192,36 @@ class Tree:
             self._finish(node, "succeeded", ev, ts)
             node.metrics, node.score = dict(ev["metrics"]), float(ev["score"])
             node.recipe_stats = dict(ev.get("recipe_stats") or {})
+            # a ledger from before rungs existed ran every plan at full fidelity
+            node.rung = int(ev.get("rung", self.params.top_rung))
+            node.rung_scores[node.rung] = node.score
+            node.fidelity = float(ev.get("fidelity", 1.0))
+            node.rung_costs[node.rung] = Cost(**ev["cost"]) if ev.get("cost") else Cost()
+            node.interval, node.paired = ev.get("interval"), dict(ev.get("paired") or {})
+            old = node.reward
             if node.id == self.root_id:
                 node.reward = 0.0
                 self._rescore_all()
             else:
                 node.reward = self._reward(node.score)
-            self._backprop(node, node.reward if node.reward is not None else 0.0)
+            if old is None:
+                self._backprop(node, node.reward if node.reward is not None else 0.0)
+            else:  # a promoted node finished a higher rung: its reward is revised, not counted twice
+                for n in self.path(node.id):
+                    n.value_sum += (node.reward or 0.0) - old
+        elif kind == "node_promoted":  # successive halving: train further, to a higher rung
+            node = self.nodes[ev["node_id"]]
+            node.rung, node.status = int(ev["rung"]), "planned"
+            self._add_pending(node, +1)
+        elif kind == "promotion_dropped":  # the run ended before a promotion ran: back to the last rung
+            node = self.nodes[ev["node_id"]]
+            if node.is_pending:
+                self._add_pending(node, -1)
+            node.status, node.rung = "succeeded", node.done_rung
+        elif kind == "node_rescored":
+            self.nodes[ev["node_id"]].rescored = dict(ev["interval"])
+        elif kind == "best_selected":
+            self.selected, self.selection = ev["node_id"], {k: v for k, v in ev.items() if k not in ("seq", "ts", "type")}
         elif kind == "node_failed":
             node = self._finish(self.nodes[ev["node_id"]], "failed", ev, ts)
             node.failure = ev.get("cause", "unknown")
@@ -192,9 +248,9 @@ class Tree:
             self._add_pending(node, -1)
         node.status, node.finished_at = status, ts
         if ev.get("cost"):
-            node.cost = Cost(**ev["cost"])
+            node.cost = node.cost.add(Cost(**ev["cost"]))
         if ev.get("artifacts"):
-            node.artifacts = dict(ev["artifacts"])
+            node.artifacts = {**node.artifacts, **ev["artifacts"]}
         return node
 
     def _add_pending(self, node: Node, delta: int) -> None:
@@ -255,15 +311,26 @@ class Tree:
         return self._view(("best", trained_only), lambda: self._best(trained_only))
 
     def _best(self, trained_only: bool) -> Node | None:
-        done = [n for n in self.by_status("succeeded") if not (trained_only and n.id == self.root_id)]
+        if self.selected is not None and self.nodes[self.selected].status == "succeeded":
+            return self.nodes[self.selected]
+        # only a node trained at full fidelity may be the best: a proxy's score is a guess
+        done = [n for n in self.by_status("succeeded") if not (trained_only and n.id == self.root_id)
+                and n.fidelity >= 1.0]
+        return min(done, key=self.rank_key) if done else None
+
+    def leader(self) -> Node | None:
+        """The trained node ranked first at any fidelity (what the live view shows while no
+        node has been trained in full yet)."""
+        done = [n for n in self.nodes.values() if n.id != self.root_id and n.rung_scores and n.status != "failed"]
         return min(done, key=self.rank_key) if done else None
 
     def rank_key(self, node: Node) -> tuple:
-        """The one ranking of the run (leaderboards, reports, the best node): better score
-        first, unscored last; ties go to the shallower, then the earlier node (found first, and
-        cost no more)."""
+        """The one ranking of the run (leaderboards, reports, the best node): higher rung first
+        (a proxy's score is not comparable with a full run's), then better score, unscored last;
+        ties go to the shallower, then the earlier node (found first, and cost no more)."""
         unscored = node.score is None
-        return (unscored, 0.0 if unscored else -self.params.sign * node.score, node.depth, node_number(node.id))
+        return (unscored, -node.fidelity, 0.0 if unscored else -self.params.sign * node.score,
+                node.depth, node_number(node.id))
 
     def ranked(self) -> list[Node]:
         return sorted(self.nodes.values(), key=self.rank_key)
@@ -347,6 +414,7 @@ class Tree:
             "key_nodes": [n.summary() for n in key],
             "base_score": self.base_score,
             "best_score": (b.score if (b := self.best()) else None),
+            "higher_is_better": self.params.higher_is_better,
             "insights": list(self.insights),
             # fingerprints of every plan in the tree, so no experiment is proposed twice
             "tried": list(self.fingerprints),
@@ -358,5 +426,6 @@ class Tree:
             "base_score": self.base_score,
             "best": (b.id if (b := self.best()) else None),
             "insights": {"after_trials": self.insights_after, "items": list(self.insights)},
+            "selection": self.selection,
             "nodes": [n.to_dict() for n in self.nodes.values()],
         }
