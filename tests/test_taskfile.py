@@ -93,6 +93,8 @@ def test_the_example_passes_every_check_and_resolves(tmp_path):
      "error: target: train row 'train-000' has 'account', which is not a number (and 319 more like it)"),
     ({"data_dir": "missing"}, None, "error: data_dir: folder not found: "),
     ({"dev": "data/nothing.jsonl"}, None, "error: dev: dataset file not found:"),
+    ({"data_dir": None, "train": {"path": "hub:nobody/tickets", "config": "en", "revision": "v1"}}, None,
+     "error: train: cannot load nobody/tickets (train) from the Hugging Face Hub ("),
     ({"answer": "labels", "label_separator": " "}, None, "error: task file task.yaml: label_separator: must contain a visible character"),
     ({"prompt": "{ticket.__class__}"}, None, "error: task file task.yaml: prompt: Value error, template field {ticket.__class__} is not a plain column name"),
     ({"colour": "red"}, None, "error: task file task.yaml: unknown key colour"),

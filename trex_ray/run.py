@@ -126,6 +126,8 @@ def _fit_check(cfg: Config) -> FitCheck | None:
 
 def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str, Any]:
     """Run (or resume) a search to its end; returns the summary written to summary.json."""
+    if cfg is not None:  # a task file's content goes into the run's config.yaml (load_config does it too)
+        cfg = cfg.model_copy(update={"task": cfg.task.with_definition()})
     if resume:
         cfg, run_dir = open_run(None, resume)
         task, spec = preflight(cfg)
