@@ -31,11 +31,27 @@ def _paths(data_dir: str | None) -> dict[str, str] | None:
     return {"data_dir": data_dir} if data_dir else None
 
 
-def _task(task_id: str):
+def _task(task_id: str | None, task_file: str | None = None, data_dir: str | None = None):
+    if task_file:  # a user's own task (ftbench.taskfile); --data-dir overrides its data_dir
+        from ftbench.taskcheck import check_task_file
+        from ftbench.taskfile import build_task, read_task_file
+
+        tf = read_task_file(task_file)
+        tf = tf.model_copy(update={"data_dir": str(Path(data_dir).resolve())}) if data_dir else tf
+        check_task_file(tf)  # against its data, one error line per problem, before any model loads
+        return build_task(tf)
+    if not task_id:
+        raise UsageError("give --task (an FT-Bench task id) or --task-file (your own task's YAML)")
     try:
         return get_task(task_id)
     except KeyError as e:
         raise UsageError(e.args[0]) from None
+
+
+def _task_and_paths(args: argparse.Namespace):
+    """(task, load_split paths): a task file's task reads its own data locations."""
+    task = _task(args.task, args.task_file, args.data_dir)
+    return task, (None if args.task_file else _paths(args.data_dir))
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -57,8 +73,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, float]:
-    task = _task(args.task)
-    rows = load_split(task, args.split, _paths(args.data_dir), args.limit)
+    task, paths = _task_and_paths(args)
+    rows = load_split(task, args.split, paths, args.limit)
     if args.max_new_tokens:
         from dataclasses import replace
 
@@ -102,9 +118,9 @@ def _read_predictions(path: str) -> list[dict]:
 
 
 def cmd_score(args: argparse.Namespace) -> dict[str, float]:
-    task = _task(args.task)
+    task, paths = _task_and_paths(args)
     preds = _read_predictions(args.predictions)
-    by_id = {str(r["id"]): r for r in load_split(task, args.split, _paths(args.data_dir))}
+    by_id = {str(r["id"]): r for r in load_split(task, args.split, paths)}
     missing = [str(p["id"]) for p in preds if str(p["id"]) not in by_id]
     if missing:
         raise UsageError(f"{len(missing)} prediction id(s) not in the {task.id} {args.split} split, e.g. {missing[0]!r}")
@@ -123,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder with one sub-folder per task holding {train,dev,test}.jsonl")
 
     p = sub.add_parser("eval", help="generate with a model, save predictions, print scores")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", help="FT-Bench task id")
+    p.add_argument("--task-file", help="your own task, defined in YAML (instead of --task)")
     p.add_argument("--model", required=True, help="any from_pretrained path or hub id")
     p.add_argument("--adapter", help="LoRA adapter folder applied on top of --model")
     p.add_argument("--split", choices=("dev", "test"), default="test")
@@ -135,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
 
     p = sub.add_parser("score", help="score a predictions JSONL (id, prediction) as eval does")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", help="FT-Bench task id")
+    p.add_argument("--task-file", help="your own task, defined in YAML (instead of --task)")
     p.add_argument("--predictions", required=True)
     p.add_argument("--data-dir")
     p.add_argument("--split", choices=SPLITS, default="test")

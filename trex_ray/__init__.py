@@ -13,7 +13,8 @@ The rooms, and how data flows through them (each arrow carries one typed object)
                        from a trial ``TrialOutcome`` (outcome), the GPU memory check (fit) and the
                        rule-based reading of a trial's wrong answers (bad_cases)
     researcher/        who proposes plans, with no Ray: the expert rules (builtin) and the LLM
-                       (llm: context, research + tools + catalog, answers, diagnosis)
+                       (llm: context, research + tools + catalog, answers, diagnosis); and who
+                       drafts a user's task file from a requirement (taskdraft)
     executor/          one trial: ``TrialContext`` (context), data + fine-tune + dev score (execute,
                        train, models), multi-worker DeepSpeed (distributed), the Tune trainable
                        (trial) and the end-of-run test scores and merged export (final)
@@ -22,8 +23,8 @@ The rooms, and how data flows through them (each arrow carries one typed object)
                        live view (live), the model card and Hub upload (hub)
     storage, trackers, llm_client, tasks, untrusted
                        shared services: run storage on any pyarrow filesystem, Tune logger
-                       callbacks, the OpenAI-compatible client, the task a run targets, fencing of
-                       untrusted text
+                       callbacks, the OpenAI-compatible client, the task a run targets (an FT-Bench
+                       task or the user's own task file, ftbench.taskfile), fencing of untrusted text
 
     Config ──> run ──> TreeState(search.state) ──ExpansionRequest──> Researcher ──Proposal──┐
                  │          ▲      └──Handout(node, Plan)──> searcher ──> Tune ──> executor │

@@ -99,7 +99,50 @@ def push_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"push": (push_main, "upload a finished run's best model to the Hugging Face Hub")}
+def task_main(argv: list[str] | None = None) -> int:
+    """``python -m trex_ray task draft --describe TEXT --data PATH [-o FILE]``: draft a task file
+    from a requirement and the data, for you to read and edit; it never runs a search. With an
+    LLM (``--config FILE`` and/or ``--llm.KEY=VALUE`` as launch.py takes them) the LLM proposes it,
+    else rules do. Exit 2: bad input or data that fails the checks (one error line each)."""
+    parser = argparse.ArgumentParser(prog="python -m trex_ray task", description=task_main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    d = sub.add_parser("draft", help="draft a task file from a requirement and the data")
+    d.add_argument("--describe", required=True, help="the requirement in your own words")
+    d.add_argument("--data", required=True, help="a folder with train/dev/test files, or one data file")
+    d.add_argument("-o", "--out", help="the task file to write (default: print it)")
+    d.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    d.add_argument("--config", help="run config whose llm section to use")
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from ftbench.taskfile import TaskFileError
+    from trex_ray.researcher.taskdraft import draft_task, write_draft
+
+    try:
+        bad = [a for a in rest if not a.startswith("--llm.")]
+        if bad:
+            raise ConfigError(f"unrecognised argument {bad[0]!r} (only --llm.KEY=VALUE options are taken here)")
+        if args.out and Path(args.out).exists() and not args.force:
+            raise ConfigError(f"{args.out} exists; give --force to overwrite it")
+        llm = load_config(args.config, rest).llm
+        draft = draft_task(args.describe, args.data, llm)
+        text = write_draft(draft, args.out)
+    except (ConfigError, TaskFileError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in draft.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.out:
+        print(f"task file drafted by {draft.source}: {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+COMMANDS = {"push": (push_main, "upload a finished run's best model to the Hugging Face Hub"),
+            "task": (task_main, "draft a task file from a requirement and your data (task draft)")}
 
 
 def tools_main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ftbench.taskfile import SplitSource, TaskFile, TaskFileError, read_task_file
 
 BUILTIN_MODEL = "builtin:smollm2-135m-instruct"
 
@@ -28,7 +30,15 @@ class TaskConfig(_Section):
     """The target task and where its data lives."""
 
     name: str = "sst2"
-    """FT-Bench task id (python -m ftbench list shows them)."""
+    """FT-Bench task id (python -m ftbench list shows them); with task.file or task.definition,
+    the id of that task (set from it)."""
+    file: str | None = None
+    """Your own task: a task file (YAML; examples/support_tickets/route.yaml shows the keys). Read
+    when the config is loaded and copied into task.definition (its relative paths resolved against
+    the file's folder): the run's config.yaml then carries the task itself, so every trial worker
+    (which may not see this machine's files) and a --resume rebuild exactly the same task."""
+    definition: TaskFile | None = None
+    """Your own task's fields inline (the keys of a task file); when set, task.file is not read again."""
     data_dir: str | None = None
     """Folder with {train,dev,test}.jsonl or .parquet overriding the task's default source."""
     train_path: str | None = None
@@ -48,8 +58,41 @@ class TaskConfig(_Section):
     other task's splits). Its research tools show their columns and row counts; recipes use
     them by path. Give absolute paths (the Researcher actor may not share the driver's cwd)."""
 
+    @model_validator(mode="after")
+    def _one_task(self) -> "TaskConfig":
+        own = self.definition.id if self.definition else None
+        if (self.file or own) and "name" in self.model_fields_set and self.name != own:
+            raise ValueError(f"task.name ({self.name}) names an FT-Bench task; give it or task.file/task.definition, not both")
+        return self
+
+    def with_definition(self) -> "TaskConfig":
+        """A copy with task.file read into task.definition (and name set to its id); ConfigError
+        names every problem of the file."""
+        tf = self.definition
+        if tf is None and self.file:
+            try:
+                tf = read_task_file(self.file)
+            except TaskFileError as e:
+                raise ConfigError(str(e)) from None
+        return self if tf is None else self.model_copy(update={"definition": tf, "name": tf.id})
+
+    def task_file(self) -> TaskFile | None:
+        """The run's own task (None for an FT-Bench task), with data_dir and the *_path options
+        overriding its data locations."""
+        tf = self.with_definition().definition
+        if tf is None:
+            return None
+        update: dict[str, Any] = {k: SplitSource(path=v) for k, v in
+                                  (("train", self.train_path), ("dev", self.dev_path), ("test", self.test_path)) if v}
+        if self.data_dir:
+            update["data_dir"] = self.data_dir
+        return tf.model_copy(update=update) if update else tf
+
     def paths(self) -> dict[str, str | None]:
-        """The data locations as ftbench's ``load_split`` takes them."""
+        """The data locations as ftbench's ``load_split`` takes them (none for a task file's task:
+        its own loader reads them, see ``task_file``)."""
+        if self.file or self.definition:
+            return {}
         return {"data_dir": self.data_dir, "train": self.train_path, "dev": self.dev_path, "test": self.test_path}
 
     def resolved(self) -> "TaskConfig":
@@ -58,9 +101,11 @@ class TaskConfig(_Section):
         def fix(v: str | None) -> str | None:
             return str(Path(v).expanduser().resolve()) if v else None
 
-        return self.model_copy(update={"data_dir": fix(self.data_dir), "train_path": fix(self.train_path),
-                                       "dev_path": fix(self.dev_path), "test_path": fix(self.test_path),
-                                       "extra_sources": [fix(x) for x in self.extra_sources]})
+        own = self.with_definition()
+        tf = own.definition.with_base(Path.cwd()) if own.definition else None  # no-op for a file's absolute paths
+        return own.model_copy(update={"data_dir": fix(self.data_dir), "train_path": fix(self.train_path),
+                                      "dev_path": fix(self.dev_path), "test_path": fix(self.test_path),
+                                      "extra_sources": [fix(x) for x in self.extra_sources], "definition": tf})
 
 
 class ModelConfig(_Section):
@@ -311,14 +356,20 @@ class Config(_Section):
 
 
 def _explain(e: ValidationError) -> str:
-    msgs = []
+    msgs, own_task = [], []
     for err in e.errors():
         where = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
+        if err["loc"][:2] == ("task", "definition"):  # a task defined inline: one line per problem
+            field = ".".join(str(p) for p in err["loc"][2:])
+            text = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+            own_task += [f"task.definition: {field + ': ' if field else ''}{line}" for line in text.splitlines()]
+        elif err["type"] == "extra_forbidden":
             msgs.append(f"unknown config key {where}")
+        elif isinstance(err.get("input"), dict):  # a section's own check: the message says it all
+            msgs.append(f"config {where}: {err['msg'].removeprefix('Value error, ')}")
         else:
             msgs.append(f"config {where}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(msgs)
+    return "\nerror: ".join(([("; ".join(msgs))] if msgs else []) + own_task)
 
 
 def parse_override(arg: str) -> tuple[list[str], Any]:
@@ -356,9 +407,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
             raise ConfigError(f"config section {keys[0]} must be a mapping")
         section[keys[1]] = value
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_explain(e)) from None
+    # the task file is read here, once: a bad file stops the run before anything starts
+    return cfg.model_copy(update={"task": cfg.task.with_definition()})
 
 
 def options_help() -> str:

@@ -30,7 +30,7 @@ from trex_ray.search.plan import TrialResources
 from trex_ray.search.request import TaskSpec
 from trex_ray.search.tree import Tree
 from trex_ray.storage import RunStorage, check_storage, fetch, fetch_run, is_remote, run_storage_uri
-from trex_ray.tasks import resolve_task, task_spec
+from trex_ray.tasks import answer_format, check_task, resolve_task, task_spec
 from trex_ray.trackers import check_trackers
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def preflight(cfg: Config) -> tuple[Task, TaskSpec]:
         if value and not Path(value).expanduser().exists():
             what = "data folder" if key == "data_dir" else f"{key} dataset file"
             raise ConfigError(f"{what} not found: {value}")
+    check_task(cfg.task)  # a task file against its data: one error line per problem
     try:
         train = load_split(task, "train", paths)
         load_split(task, "dev", paths)
@@ -57,7 +58,7 @@ def preflight(cfg: Config) -> tuple[Task, TaskSpec]:
     check_trackers(cfg)
     if cfg.run.push_to_hub:  # the Hub's inputs too: a typo must not surface after hours of trials
         check_push(cfg.run.push_to_hub, cfg.run.hub_token_env)
-    return task, task_spec(task, len(train), list(train[0]))
+    return task, task_spec(task, len(train), list(train[0]), answer_format(cfg.task))
 
 
 def open_run(cfg: Config | None, resume: str | None) -> tuple[Config, Path]:
@@ -125,6 +126,8 @@ def _fit_check(cfg: Config) -> FitCheck | None:
 
 def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str, Any]:
     """Run (or resume) a search to its end; returns the summary written to summary.json."""
+    if cfg is not None:  # a task file's content goes into the run's config.yaml (load_config does it too)
+        cfg = cfg.model_copy(update={"task": cfg.task.with_definition()})
     if resume:
         cfg, run_dir = open_run(None, resume)
         task, spec = preflight(cfg)
@@ -329,9 +332,11 @@ def _write_outputs(cfg: Config, task: Task, run_dir: Path, tree: Tree, reason: s
     final = final or {}
     events = list(read_events(run_dir / LEDGER_NAME))
     summary = {
-        "task": cfg.task.name,
+        "task": task.id,
+        "task_name": task.name,
         "base_model": cfg.model.name_or_path,
         "metric": task.metric,
+        "higher_is_better": task.higher_is_better,
         "base_score": tree.base_score,
         "best_score": best.score if best else None,
         "best_node": best.id if best else None,

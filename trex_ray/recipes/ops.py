@@ -8,10 +8,12 @@ single schema; execution lives in ``trex_ray.recipes.build`` (imported only on t
 
 from __future__ import annotations
 
-import string
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# One rule for templates everywhere (plans and task files): defined with the task files, in ftbench.
+from ftbench.taskfile import template_fields  # noqa: F401  (re-exported)
 
 DEFAULT_MAX_ROWS = 50_000
 MAX_PATTERN = 200  # regexes longer than this are rejected: long patterns are where blow-ups hide
@@ -26,20 +28,6 @@ class RecipeError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def template_fields(template: str) -> list[str]:
-    """Column names a template uses. Only bare ``{name}`` fields are allowed: attribute and
-    index access (``{x.__class__}``), conversions and format specs could reach Python objects,
-    and templates come from untrusted LLM output."""
-    names = []
-    for _, name, spec, conv in string.Formatter().parse(template):
-        if name is None:
-            continue
-        if not name.isidentifier() or spec or conv:
-            raise ValueError(f"template field {{{name}}} is not a plain column name")
-        names.append(name)
-    return names
 
 
 # ---------------------------------------------------------------- sources

@@ -19,6 +19,7 @@ import datasets
 import pyarrow as pa
 
 from ftbench.task import SPLITS, Task, TaskDataError, load_split
+from ftbench.taskfile import TaskFileLoader
 from trex_ray.recipes.ops import MixOp, RecipeError, Source
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,8 @@ def task_fingerprint(task: Task, paths: dict) -> str:
             parts += _stat_files(Path(paths[key]).expanduser(), deep)
     if not paths.get("data_dir") and task.local_dir is not None:
         parts += _stat_files(task.local_dir, deep)
+    if isinstance(task.hub_loader, TaskFileLoader):  # a task file: its definition and its files
+        parts.append(task.hub_loader.fingerprint())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

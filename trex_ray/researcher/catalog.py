@@ -16,7 +16,10 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ftbench.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +123,20 @@ def describe_file(path: Path) -> tuple[int | None, list[str], list[dict[str, str
     raise ValueError(f"unsupported file type {suffix!r}")
 
 
-def _task_entries(task_name: str, paths: dict[str, str | None]) -> tuple[list[CatalogEntry], set[Path]]:
+def _task_entries(task_or_name: "str | Task", paths: dict[str, str | None]) -> tuple[list[CatalogEntry], set[Path]]:
     """Entries for the task's own splits, and the files/folders they come from (to skip later)."""
     from ftbench.task import TaskDataError, load_split
+    from ftbench.taskfile import TaskFileLoader
     from ftbench.tasks import get_task
 
-    task = get_task(task_name)
+    task = get_task(task_or_name) if isinstance(task_or_name, str) else task_or_name
     clean = {k: v for k, v in paths.items() if v}
     own: set[Path] = {Path(v).expanduser().resolve() for v in clean.values()}
     folder = clean.get("data_dir") or task.local_dir
     if folder is not None:
         own.add(Path(folder).expanduser().resolve())
+    if isinstance(task.hub_loader, TaskFileLoader):  # a task file's own data files and folder
+        own |= {p.resolve() for p in task.hub_loader.local_paths()}
     out = []
     for split in ("train", "dev", "test"):
         try:
@@ -164,15 +170,17 @@ def _data_files(root: Path) -> list[Path]:
     return found
 
 
-def build_catalog(task_name: str | None, paths: dict[str, str | None] | None = None,
+def build_catalog(task: "str | Task | None", paths: dict[str, str | None] | None = None,
                   extra_sources: list[str] | None = None) -> list[CatalogEntry]:
-    """Every source the run can reach, the task's own splits first. Never raises for one bad
-    source: it is listed with the reason instead, so the model sees what is not usable."""
+    """Every source the run can reach, the task's own splits first (``task``: an FT-Bench id or
+    the run's resolved task). Never raises for one bad source: it is listed with the reason
+    instead, so the model sees what is not usable."""
     entries: list[CatalogEntry] = []
     own: set[Path] = set()
-    if task_name:
+    task_name = task if isinstance(task, str) or task is None else task.id
+    if task:
         try:
-            entries, own = _task_entries(task_name, paths or {})
+            entries, own = _task_entries(task, paths or {})
         except KeyError as e:
             entries = [CatalogEntry(name="task:train", source=None, rows=None, note=str(e.args[0])[:200])]
     for raw in extra_sources or []:

@@ -40,6 +40,9 @@ def analyze_requirements(task: TaskSpec, defaults: TrainConfig | None = None) ->
                      "and the prompt should ask for the bare answer")
     if missing:
         risks.append(f"the templates use columns the data lacks: {missing}")
+    if task.answer_format:  # a task file's own format: its parser reads only that
+        risks.append(f"answers are parsed as {task.answer_format}: the completion must keep that form "
+                     "(an answer in any other form counts as unparsed)")
     cap = defaults.max_train_samples if defaults is not None else None
     if cap and task.train_rows > cap:
         risks.append(f"only {cap} of {task.train_rows} training rows may be used per plan")
@@ -52,6 +55,7 @@ def analyze_requirements(task: TaskSpec, defaults: TrainConfig | None = None) ->
             "completion_template": task.completion_template,
             "constraints": ["templates may use only plain {column} fields",
                             "the completion template defines what the model must output"],
+            **({"answer": task.answer_format} if task.answer_format else {}),
         },
         "data": {
             "available": {"train": {"rows": task.train_rows, "columns": columns},

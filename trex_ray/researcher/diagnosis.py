@@ -194,7 +194,8 @@ class Diagnostician:
 
     def _diagnosis_prompt(self, task: TaskSpec, node: dict[str, Any], bad_cases: dict[str, Any]) -> str:
         budget = self.cfg.max_prompt_tokens
-        info = {"task": {"id": task.id, "description": task.description[:600], "metric": task.metric},
+        info = {"task": {"id": task.id, "description": task.description[:600], "metric": task.metric,
+                         **({"answer_format": task.answer_format} if task.answer_format else {})},
                 "node": {k: node.get(k) for k in ("id", "direction", "knobs", "score", "reward")},
                 "counts": {k: bad_cases.get(k) for k in ("n", "wrong", "empty", "unparsed", "truncated",
                                                           "max_new_tokens")}}

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ftbench.taskfile import build_task
 from trex_ray.config import LLMConfig, TaskConfig
 from trex_ray.llm_client import LLMClient, LLMError, estimate_tokens, extract_json
 from trex_ray.untrusted import fence
@@ -259,8 +260,9 @@ def render_findings(findings: list[dict[str, Any]], max_tokens: int) -> tuple[st
 def toolbox_for(task: TaskConfig, cfg: LLMConfig) -> Toolbox:
     """The research tools over the run's own data settings (the same splits and extra sources
     the trials see)."""
-    return Toolbox(task.name, task.paths(), task.extra_sources, online=cfg.research_online,
-                   timeout_s=cfg.research_timeout_s)
+    own = task.task_file()  # a task file's task, built as trex_ray.tasks.resolve_task builds it
+    return Toolbox(build_task(own) if own else task.name, task.paths(), task.extra_sources,
+                   online=cfg.research_online, timeout_s=cfg.research_timeout_s)
 
 
 CITE = ("\nResearch findings are listed above: where one informed a plan, cite its id (e.g. [F2]) in that "
@@ -282,7 +284,8 @@ def ensure_research(client: LLMClient, cfg: LLMConfig, log_: ResearchLog, reques
     task = request.task
     brief = json.dumps({"task": task.id, "description": task.description[:1500], "metric": task.metric,
                         "train_rows": task.train_rows, "columns": task.columns,
-                        "prompt_template": task.prompt_template, "completion_template": task.completion_template},
+                        "prompt_template": task.prompt_template, "completion_template": task.completion_template,
+                        **({"answer_format": task.answer_format} if task.answer_format else {})},
                        ensure_ascii=False)
     before = client.total.to_dict()
     try:

@@ -19,7 +19,10 @@ import threading
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+if TYPE_CHECKING:
+    from ftbench.task import Task
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -227,7 +230,7 @@ class Toolbox:
     """The research tools of one run: the local catalog (built once, lazily) and the online
     tools. ``call`` is the only way the model's requests reach them."""
 
-    def __init__(self, task_name: str | None, paths: dict[str, str | None] | None = None,
+    def __init__(self, task_name: "str | Task | None", paths: dict[str, str | None] | None = None,
                  extra_sources: list[str] | None = None, online: bool = True, timeout_s: float = 8.0) -> None:
         self.task_name, self.paths, self.extra_sources = task_name, paths or {}, extra_sources or []
         self.online, self.timeout_s = online, timeout_s

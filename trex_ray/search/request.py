@@ -28,6 +28,9 @@ class TaskSpec:
     columns: list[str] = field(default_factory=list)
     metric_range: tuple[float, float] = (0.0, 1.0)
     """(low, high) of the metric, to normalise rewards."""
+    answer_format: str | None = None
+    """A task file's answer format in words (label set, JSON fields...); None for FT-Bench tasks,
+    whose description states it."""
 
 
 @dataclass(frozen=True)
