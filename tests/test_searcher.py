@@ -67,7 +67,9 @@ def test_the_bridge_hands_out_expands_records_and_finishes(tmp_path, local_ray):
     s = TreeSearcher(state, Local(ResearcherCore(config())), on_event=lambda k, i: events.append((k, i)))
     root = s.suggest("t0")
     assert root["node_id"] == "n0" and root["plan"]["direction"] == "baseline" and root["init_from"] is None
-    assert set(root) == {"node_id", "plan", "init_from"}  # nothing run-wide in a trial's config (params.json)
+    # nothing run-wide in a trial's config (params.json): the node, its plan, and how to run it
+    assert set(root) == {"node_id", "plan", "init_from", "rung", "resume_from", "compare"}
+    assert root["rung"]["fraction"] == 1.0 and root["compare"] == {}
     # the baseline is running: nothing to hand out, nothing to expand yet
     assert s.suggest("t1") is None and "begin_expansion" in state.calls
     finish(s, "t0", 0.5)
