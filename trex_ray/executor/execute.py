@@ -32,6 +32,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
     import torch
 
     from trex_ray.executor.models import resolve_model
+    from trex_ray.executor.train import Hardware
 
     t0 = time.time()
     torch.set_num_threads(max(1, ctx.threads))
@@ -43,8 +44,10 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
     cost = Cost()
     artifacts: dict[str, str] = {}
     stats: dict[str, Any] = {}
+    hw = Hardware.detect((plan.resources or ctx.resources).gpus_per_worker)
     if plan.training is None:
-        model, tok = load_model(model_path, trust_remote_code=trust)
+        model, tok = load_model(model_path, trust_remote_code=trust, dtype=hw.eval_dtype)
+        model.to(hw.device)
     else:
         report({"phase": "data"})
         from trex_ray.recipes.build import build_recipe  # datasets is heavy: import on the worker only
@@ -59,7 +62,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         from trex_ray.executor.train import fine_tune
 
         init = warm_start_dir(ctx, node_id, init_from) if plan.training.warm_start else None
-        model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init)
+        model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init, hardware=hw)
         cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens)
         artifacts["model"] = tr.model_dir
         stats.update(tr.stats())
