@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,12 @@ CARRY = ["trl", "datasets", "transformers", "peft", "huggingface_hub", "httpx2",
          "dill", "multiprocess", "pydantic", "pydantic_core", "annotated-types", "typing-inspection",
          "typing_extensions", "fsspec", "rdkit"]
 WHEEL_LIMIT_MB = 60  # the device tool carries 64 MiB with the working tree
+# --paper-estimate's defaults, until this check has run on a GPU: Qwen3-1.7B LoRA at 40% of an
+# A100-80GB's 312 bf16 TFLOP/s, about 4 x 1.72e9 FLOP per token (forward, and backward through
+# the frozen base); HF generate's per-step time for a batch of 32 (launch-bound at this size).
+PAPER_TOKENS_PER_S = 18_000
+DECODE_S = 0.03
+TRIAL_OVERHEAD_S = 60  # process start, loading 3.4 GB of weights, saving the adapter
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -110,7 +117,7 @@ def build_model(shape: str, folder: Path, corpus_file: Path, device: str) -> Pat
     tk.decoder = decoders.ByteLevel()
     specials = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"]
     tk.train_from_iterator(texts + ["positive negative"] * 8, trainers.BpeTrainer(
-        vocab_size=min(8000, config["vocab_size"]), special_tokens=specials,
+        vocab_size=min(8000, config["vocab_size"]), special_tokens=specials, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<|im_start|>",
                                   eos_token="<|im_end|>", pad_token="<pad>")
@@ -189,7 +196,8 @@ def training_config(s: Setting, cls: Any) -> Any:
                lora_dropout=0.05, warmup_ratio=0.0, seed=0)
 
 
-def run_plain_trl(s: Setting, model_dir: Path, data_dir: Path, out: Path, device: str, bf16: bool) -> dict[str, Any]:
+def run_plain_trl(s: Setting, model_dir: Path, data_dir: Path, out: Path, device: str, bf16: bool,
+                  limit: int | None = None) -> dict[str, Any]:
     """What a user writes with trl alone: the same rows, prompt, model and knobs, the same
     precision (``bf16``: autocast, LoRA's base in bf16, full fine-tuning's master weights in fp32)."""
     import datasets
@@ -201,7 +209,7 @@ def run_plain_trl(s: Setting, model_dir: Path, data_dir: Path, out: Path, device
     from ftbench.tasks import get_task
 
     task = get_task("sst2")
-    rows = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines()][:limit]
     ds = datasets.Dataset.from_list([
         {"prompt": [{"role": "user", "content": task.prompt_template.format(**r)}],
          "completion": [{"role": "assistant", "content": task.completion_template.format(**r)}]} for r in rows])
@@ -279,6 +287,11 @@ def check(args: argparse.Namespace) -> int:
         dims = ModelDims.from_model_dir(model_dir)
         print(f"\n== {shape}: {dims.params / 1e6:,.1f}M parameters, vocabulary {dims.vocab}, "
               f"built in {time.time() - t0:.0f} s")
+        if shape == settings(args.tiny)[0].shape:
+            # warm-up, not measured: the first training of a process pays for CUDA's context,
+            # cuBLAS handles and kernel loading, which would count against whichever ran first
+            run_plain_trl(runs[0], model_dir, data, work / "warm-up", device, bf16=device == "cuda",
+                          limit=2 * runs[0].batch_size)
         for s in runs:
             trial = run_trial(s, model_dir, data, work / f"trial-{shape}-{s.method}", device)
             plain = run_plain_trl(s, model_dir, data, work / f"trl-{shape}-{s.method}", device, trial["bf16"])
@@ -300,7 +313,70 @@ def check(args: argparse.Namespace) -> int:
                   f"{trial['eval_rows'] / trial['eval_s']:.1f} rows/s, {eval_tok / trial['eval_s']:,.0f} tokens/s "
                   f"(dev score {trial['score']:.3f}, random weights)")
             sys.stdout.flush()
+            for d in (f"trial-{shape}-{s.method}", f"trl-{shape}-{s.method}"):  # saved models: GBs each
+                shutil.rmtree(work / d, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     print(f"\nworst throughput ratio {worst:.3f} (goal >= 0.95); total {time.time() - t_start:.0f} s")
+    return 0
+
+
+def paper_estimate(tokens_per_s: float) -> int:
+    """What each cluster/configs/paper-*.yaml asks of a cluster: GPUs (its concurrency x GPUs per
+    trial), memory per GPU (search/fit.py at the batch's real row length) and hours, from the
+    tokens its trials train on (the task's rows, formatted and tokenized, x rows x epochs, for
+    trials of train_samples up to max_train_samples rows), its dev evaluations (prefill at
+    3x the training rate, decoding at DECODE_S per step of a 32-row batch) and ``tokens_per_s``
+    (training, one GPU), plus TRIAL_OVERHEAD_S a trial and the final test scoring. FT-Bench data from $FTBENCH_DATA or ../shared/ftbench-data; tokens
+    counted with SmolLM2's tokenizer (the builtin model; Qwen3's needs the hub)."""
+    import math
+
+    from ftbench.evaluate import chat_text
+    from ftbench.task import TaskDataError, load_split
+    from transformers import AutoTokenizer
+
+    from trex_ray.config import ModelConfig, load_config
+    from trex_ray.executor.models import resolve_model
+    from trex_ray.search.fit import ModelDims, estimate
+    from trex_ray.tasks import resolve_task
+
+    data_root = Path(os.environ.get("FTBENCH_DATA", REPO.parent / "shared" / "ftbench-data"))
+    tok = AutoTokenizer.from_pretrained(resolve_model(ModelConfig(name_or_path="builtin:smollm2-135m-instruct")))
+    dims = ModelDims.from_config(json.loads((SHAPES / "qwen3-1.7b.json").read_text()))
+    print(f"training at {tokens_per_s:,.0f} tokens/s per GPU; decoding {DECODE_S * 1000:.0f} ms per step; "
+          f"{TRIAL_OVERHEAD_S} s start-up a trial")
+    for f in sorted((REPO / "cluster" / "configs").glob("paper-*.yaml")):
+        cfg = load_config(f, [f"--task.data_dir={data_root / f.stem[len('paper-'):]}"])
+        try:
+            task = resolve_task(cfg.task)
+            rows = load_split(task, "train", cfg.task.paths())
+        except (TaskDataError, OSError, ValueError) as e:
+            print(f"{f.name:26} no local train split ({str(e)[:60]})")
+            continue
+        t, r = cfg.train, cfg.resources
+        sample = rows[:: max(1, len(rows) // 500)]
+        lengths = sorted(min(t.max_seq_length, len(tok(chat_text(tok, task.format_prompt(x)) + task.completion_template.format(**x)
+                                                       + tok.eos_token, add_special_tokens=False)["input_ids"]))
+                         for x in sample)
+        mean, p95 = sum(lengths) / len(lengths), lengths[int(0.95 * (len(lengths) - 1))]
+        def eval_s(split: str, limit: int) -> float:
+            try:
+                n = min(limit, len(load_split(task, split, cfg.task.paths())))
+            except TaskDataError:
+                return 0.0
+            return math.ceil(n / 32) * task.max_new_tokens * DECODE_S + n * mean / (3 * tokens_per_s)
+
+        dev_s = eval_s("dev", cfg.task.dev_limit)
+        final_s = dev_s + 2 * eval_s("test", cfg.task.test_limit)  # baseline on dev; base and best on test
+        hours = []
+        for n in (t.train_samples, t.max_train_samples):
+            train_s = min(n, len(rows)) * mean * t.num_epochs / tokens_per_s
+            hours.append((cfg.search.max_trials * (TRIAL_OVERHEAD_S + train_s + dev_s) + final_s) / 3600)
+        gpus = cfg.search.max_concurrent_trials * r.num_workers * max(1.0, r.gpus_per_trial)
+        mem = estimate(dims, t.method, t.lora_r, t.batch_size, p95).total_gib
+        worst = estimate(dims, t.method, t.lora_r, t.batch_size, t.max_seq_length).total_gib
+        print(f"{f.name:26} {len(rows):>6,} train rows, {mean:,.0f} tokens/row (p95 {p95:,}): {gpus:g} GPUs, "
+              f"{mem:.0f} GiB/GPU at p95 rows ({worst:.0f} at max_seq_length), "
+              f"{hours[0] / gpus:.1f}-{hours[1] / gpus:.1f} h ({hours[0]:.0f}-{hours[1]:.0f} GPU-h)")
     return 0
 
 
@@ -331,6 +407,10 @@ def main() -> int:
     ap.add_argument("--device", choices=["auto", "cpu"], default="auto", help="cpu: hide any GPU")
     ap.add_argument("--row-tokens", type=int, default=900, help="tokens per training row (about)")
     ap.add_argument("--fetch-wheels", metavar="DIR", type=Path, help="download the wheels the GPU image lacks, then exit")
+    ap.add_argument("--paper-estimate", action="store_true",
+                    help="print what cluster/configs/paper-*.yaml ask of a cluster (GPUs, memory, hours), then exit")
+    ap.add_argument("--tokens-per-s", type=float, default=PAPER_TOKENS_PER_S,
+                    help="training tokens/s of one GPU for --paper-estimate (this check's Qwen3-1.7B LoRA figure)")
     args = ap.parse_args()
     if args.fetch_wheels:
         return fetch_wheels(args.fetch_wheels)
@@ -347,7 +427,7 @@ def main() -> int:
     datasets.disable_progress_bar()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    return check(args)
+    return paper_estimate(args.tokens_per_s) if args.paper_estimate else check(args)
 
 
 if __name__ == "__main__":
