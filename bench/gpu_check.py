@@ -17,7 +17,8 @@ vocabulary keeps the shape's full size, so the embeddings, lm_head and loss cost
 for the real model. Scores are meaningless (random weights); throughput and memory are not.
 
 On the GPU machine (python 3.12, torch with CUDA, transformers, peft, accelerate, pyarrow; no
-network, no ray, trl or datasets), one command, after fetching the missing pins here:
+network, no ray, trl or datasets), one command, after fetching the missing pins here (keep .whl
+out of git: echo /.whl/ >> .git/info/exclude; the device tool's run then carries it):
     python bench/gpu_check.py --fetch-wheels .whl       # here: cp312 wheels the image lacks
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \\
         && PYTHONPATH=/tmp/site:$PWD python3 bench/gpu_check.py
