@@ -51,7 +51,13 @@ def test_memory_estimate_accepts_and_rejects_known_cases(cfg, method, workers, s
 
 def test_memory_estimate_parts_and_no_check_without_gpus():
     dims = ModelDims.from_config(LLAMA2_7B)
-    full = estimate(dims, "full", 16, 1, 512)
+    # one worker, the Trainer's mixed precision: fp32 weights + autocast's bf16 copies, fp32 grads, Adam's moments
+    amp = estimate(dims, "full", 16, 1, 512)
+    assert amp.weights_gib == pytest.approx(6 * dims.params / 2**30)
+    assert amp.gradients_gib == pytest.approx(4 * dims.params / 2**30)
+    assert amp.optimizer_gib == pytest.approx(8 * dims.params / 2**30)
+    # DeepSpeed: bf16 weights and grads, fp32 master + moments, partitioned by the ZeRO stage
+    full = estimate(dims, "full", 16, 1, 512, zero_stage=2)
     assert full.weights_gib == pytest.approx(2 * dims.params / 2**30)
     assert full.optimizer_gib == pytest.approx(12 * dims.params / 2**30)
     z3 = estimate(dims, "full", 16, 1, 512, workers=8, zero_stage=3)

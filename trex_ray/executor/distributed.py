@@ -41,6 +41,41 @@ def deepspeed_config(stage: int, offload: bool) -> dict[str, Any] | None:
     return cfg
 
 
+def torch_config(res: TrialResources):
+    """torch.distributed for a plan's workers: NCCL when each holds a GPU, gloo on CPUs. Said
+    here rather than left to Ray Train's default, which picks the same from the reservation."""
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig(backend="nccl" if res.gpus_per_worker > 0 else "gloo")
+
+
+def gpu_shape_problem(res: TrialResources) -> str | None:
+    """Why a multi-worker trial cannot train on its GPUs as reserved, else None. Each rank drives
+    one GPU: NCCL cannot put two ranks on one device (a fraction of a GPU per worker), and a
+    second GPU per worker would sit idle (more workers use it)."""
+    g = res.gpus_per_worker
+    if res.num_workers > 1 and 0 < g < 1:
+        return (f"{res.num_workers} workers with {g:g} GPU each would share GPUs, which NCCL cannot do: "
+                f"give each worker 1 GPU")
+    if g > 1:
+        return (f"each worker trains on one GPU, so {g:g} GPUs per worker would leave some idle: "
+                f"reserve 1 GPU per worker and raise num_workers instead")
+    return None
+
+
+def use_worker_device():
+    """Make this Ray Train worker's own GPU the current CUDA device (co-located workers see each
+    other's GPUs so that NCCL can use NVLink; Ray Train knows which one is this worker's), so
+    that the Trainer, DeepSpeed and NCCL all use it; the CPU device when the worker has none."""
+    import ray.train.torch
+    import torch
+
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     import ray.train
@@ -49,7 +84,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     from ftbench.evaluate import load_model
     from trex_ray.executor.models import resolve_model
-    from trex_ray.executor.train import fine_tune
+    from trex_ray.executor.train import Hardware, fine_tune
     from trex_ray.recipes.build import build_recipe
     from trex_ray.tasks import resolve_task
 
@@ -59,6 +94,8 @@ def train_loop(config: dict[str, Any]) -> None:
     res: TrialResources = config["resources"]
     node_id = config["node_id"]
     torch.set_num_threads(max(1, int(res.cpus_per_worker)))
+    device = use_worker_device()
+    hw = Hardware.detect(res.gpus_per_worker)
     rank = ray.train.get_context().get_world_rank()
     task = resolve_task(ctx.task)
     model_path = resolve_model(ctx.model)
@@ -88,12 +125,14 @@ def train_loop(config: dict[str, Any]) -> None:
         deepspeed=deepspeed_config(res.zero_stage, res.offload),
         callbacks=[RayTrainReportCallback()], save_steps=max(1, steps // 2), resume_from=resume, init_from=init,
         stop_at=stop,
+        hardware=hw,
     )
     if rank != 0:
         ray.train.report({"node_id": node_id, "phase": "eval"})
         return
     base, adapter = (model_path, tr.model_dir) if plan.training.method == "lora" else (tr.model_dir, None)
-    model, tok = load_model(base, adapter, trust_remote_code=ctx.model.trust_remote_code)
+    model, tok = load_model(base, adapter, trust_remote_code=ctx.model.trust_remote_code, dtype=hw.eval_dtype)
+    model.to(device)
     stats.update(tr.stats(), resumed_from_checkpoint=checkpoint is not None, workers=res.num_workers,
                  zero_stage=res.zero_stage)
     arts = {"model": tr.model_dir, **({"checkpoint": tr.checkpoint} if tr.checkpoint else {})}
@@ -133,6 +172,9 @@ def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResou
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    problem = gpu_shape_problem(res)
+    if problem:  # the plan's own failure, before any worker starts
+        raise ValueError(problem)
     store = RunStorage(ctx.storage_root)
     outcome_rel = f"nodes/{node_id}/outcome.json"
     if store.exists(outcome_rel):
@@ -142,6 +184,7 @@ def run_distributed(plan: Plan, node_id: str, ctx: TrialContext, res: TrialResou
         train_loop_config={"context": ctx, "plan": plan, "resources": res, "node_id": node_id, "init_from": init_from,
                            "rung": rung, "resume_from": resume_from, "compare": compare},
         scaling_config=scaling_config(res),
+        torch_config=torch_config(res),
         run_config=train.RunConfig(
             # one Train run per rung: a run name Train finds again is a run it resumes
             name=f"train-{node_id}-r{rung.index if rung else 0}", storage_path=store.path("train"),

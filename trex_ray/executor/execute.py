@@ -38,6 +38,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
     import torch
 
     from trex_ray.executor.models import resolve_model
+    from trex_ray.executor.train import Hardware
 
     t0, cpu0 = time.time(), time.process_time()
     torch.set_num_threads(max(1, ctx.threads))
@@ -49,8 +50,10 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
     cost = Cost()
     artifacts: dict[str, str] = {}
     stats: dict[str, Any] = {}
+    hw = Hardware.detect((plan.resources or ctx.resources).gpus_per_worker)
     if plan.training is None:
-        model, tok = load_model(model_path, trust_remote_code=trust)
+        model, tok = load_model(model_path, trust_remote_code=trust, dtype=hw.eval_dtype)
+        model.to(hw.device)
     else:
         report({"phase": "data"})
         from trex_ray.recipes.build import build_recipe  # datasets is heavy: import on the worker only
@@ -68,7 +71,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         stop = plan.training.stop_at(len(dataset), rung.fraction) if rung is not None and rung.fraction < 1 else None
         resume = checkpoint_dir(ctx, node_id, resume_from, stats)
         model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init,
-                                   resume_from=resume, stop_at=stop)
+                                   resume_from=resume, stop_at=stop, hardware=hw)
         cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens, examples=tr.examples)
         artifacts["model"] = tr.model_dir
         if tr.checkpoint:

@@ -23,35 +23,35 @@ from trex_ray.storage import RunStorage, fetch, scratch_dir
 log = logging.getLogger(__name__)
 
 
-def _load(model_path: str, node_model_dir: str | None, trust: bool):
+def _load(model_path: str, node_model_dir: str | None, trust: bool, dtype=None):
     """(model, tokenizer) of the base model (no node dir) or of a trained node: a LoRA adapter
     folder is applied on top of the base model, a full-weights folder is loaded as is."""
     from ftbench.evaluate import load_model
 
     if node_model_dir is None:
-        return load_model(model_path, trust_remote_code=trust)
+        return load_model(model_path, trust_remote_code=trust, dtype=dtype)
     if (Path(node_model_dir) / "adapter_config.json").is_file():
-        return load_model(model_path, adapter=node_model_dir, trust_remote_code=trust)
-    return load_model(node_model_dir, trust_remote_code=trust)
+        return load_model(model_path, adapter=node_model_dir, trust_remote_code=trust, dtype=dtype)
+    return load_model(node_model_dir, trust_remote_code=trust, dtype=dtype)
 
 
 def score_split(ctx: TrialContext, plan: Plan, node_model_dir: str | None, split: str, limit: int | None,
                 predictions: Path) -> tuple[dict[str, float], list[dict], list[str]]:
     """(metrics, rows, generations) of one model (base when ``node_model_dir`` is None) on the
     first ``limit`` rows of ``split``, prompted with ``plan``'s own template, as dev scored it."""
-    import torch
-
     from ftbench.evaluate import evaluate
     from ftbench.task import load_split
     from trex_ray.executor.context import read_predictions
+    from trex_ray.executor.train import Hardware
     from trex_ray.executor.models import resolve_model
     from trex_ray.tasks import resolve_task
 
     task = resolve_task(ctx.task)
     rows = load_split(task, split, ctx.paths, limit=limit)
-    model, tok = _load(resolve_model(ctx.model), node_model_dir, ctx.model.trust_remote_code)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    # the device and precision the trials scored dev with, so test scores compare with them
+    hw = Hardware.detect(ctx.resources.gpus_per_worker)
+    model, tok = _load(resolve_model(ctx.model), node_model_dir, ctx.model.trust_remote_code, hw.eval_dtype)
+    model = model.to(hw.device)
     metrics = evaluate(task, model, tok, rows, plan.recipe.format.prompt, ctx.eval_batch_size, predictions)
     gens = read_predictions(str(predictions))
     return {k: float(v) for k, v in metrics.items()}, rows, [gens[str(r["id"])] for r in rows]

@@ -7,7 +7,6 @@ Ray Train replaces this one function and nothing around it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -37,19 +36,70 @@ class TrainResult:
                 "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in self.history if "loss" in h]}
 
 
-def device_settings() -> dict[str, bool]:
-    """Trainer flags from the hardware, never hard-coded: on CPU the Trainer needs use_cpu
-    (else it errors on bf16, or silently trains independent copies when multi-process); bf16
-    where CUDA supports it, or on CPUs with AMX (about 1.8x faster than fp32 there)."""
-    import torch
+@dataclass(frozen=True)
+class Hardware:
+    """Where and in which precision this process trains and evaluates. On a GPU, the device is
+    plain ``cuda``, the current one: under Ray the first GPU Ray assigned the trial
+    (``CUDA_VISIBLE_DEVICES`` renumbers them from 0), under Ray Train the worker's own
+    (``distributed.use_worker_device``), never a ``cuda:N`` taken from a plan."""
 
-    if torch.cuda.is_available():
-        return {"use_cpu": False, "bf16": torch.cuda.is_bf16_supported()}
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        flags = ""
-    return {"use_cpu": True, "bf16": "amx_bf16" in flags}
+    gpus: int  # CUDA devices this process trains on (0: CPU)
+    bf16: bool  # bf16 mixed precision: GPUs of compute capability 8.0 and later, CPUs with AMX
+
+    @classmethod
+    def detect(cls, reserved_gpus: float | None = None) -> "Hardware":
+        """What this process sees. ``reserved_gpus``: what Ray reserved for it (None outside Ray):
+        a trial that reserved none trains on the CPU even on a GPU node, where Ray (2.5x and
+        later) leaves every GPU visible to it; one that reserved GPUs Ray only declared (no CUDA
+        here, as in tests) trains on the CPU too."""
+        import torch
+
+        if torch.cuda.is_available() and (reserved_gpus is None or reserved_gpus > 0):
+            # Native bf16 from Ampere (8.0) on; torch.cuda.is_bf16_supported() also says yes for
+            # older GPUs that only emulate it (slowly), so the capability decides.
+            return cls(gpus=torch.cuda.device_count(), bf16=torch.cuda.get_device_capability() >= (8, 0))
+        if reserved_gpus:
+            log.warning("%g GPU(s) reserved but CUDA is not available to torch: training on the CPU", reserved_gpus)
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            flags = ""
+        return cls(gpus=0, bf16="amx_bf16" in flags)  # about 1.8x faster than fp32 with AMX
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus else "cpu"
+
+    def trainer_flags(self) -> dict[str, bool]:
+        """Trainer flags: on CPU the Trainer needs use_cpu (else it errors on bf16, or silently
+        trains independent copies when multi-process); bf16 autocast where the device has it.
+        Pre-Ampere GPUs train in fp32: fp16 would need loss scaling tuned per model."""
+        return {"use_cpu": not self.gpus, "bf16": self.bf16}
+
+    def weights_dtype(self, method: str) -> Any:
+        """The dtype the model is loaded in for training. Full fine-tuning keeps fp32 weights
+        (autocast computes in bf16; the optimizer updates fp32 master weights); LoRA's frozen base
+        needs no master copy, so it is held in bf16 when the device computes in bf16 (half the
+        memory; the adapter itself stays fp32, peft's default). search/fit.py counts the same."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 and method == "lora" else torch.float32
+
+    @property
+    def eval_dtype(self) -> Any:
+        """Every dev evaluation on a bf16 GPU runs in bf16 (the base model's and the trials',
+        so their scores compare); elsewhere fp32."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 and self.gpus else torch.float32
+
+    def check_one_process(self, distributed: bool) -> None:
+        """A single-worker trial trains in one process on one GPU: with more visible, the Trainer
+        would wrap the model in DataParallel, multiplying the plan's batch size by the GPU count.
+        Several GPUs per trial are several Ray Train workers (resources.num_workers)."""
+        if self.gpus > 1 and not distributed:
+            raise ValueError(f"this trial sees {self.gpus} GPUs but trains in one process; reserve 1 GPU per "
+                             f"worker and set resources.num_workers={self.gpus} to train on all of them")
 
 
 def fine_tune(
@@ -65,6 +115,7 @@ def fine_tune(
     resume_from: str | None = None,
     init_from: str | os.PathLike | None = None,
     stop_at: int | None = None,
+    hardware: Hardware | None = None,
 ):
     """Train on ``dataset`` (prompt/completion rows); returns (model, tokenizer, TrainResult).
 
@@ -80,12 +131,17 @@ def fine_tune(
     checkpoint (weights, optimizer, scheduler, data position); a later run given it as
     ``resume_from`` continues exactly where it stopped, so a promoted plan's full run is this
     proxy's run carried on, not a second one.
+    ``hardware``: where and in which precision to train (default: what this process sees).
+    The returned model is on the trial's device in ``hardware.eval_dtype``.
     """
     import torch
+
+    t0 = time.time()
+    hw = hardware or Hardware.detect()
+    hw.check_one_process(distributed=torch.distributed.is_available() and torch.distributed.is_initialized())
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    t0 = time.time()
     out = Path(out_dir)
     if t.warm_start and not init_from:
         raise ValueError("a warm-start plan needs init_from: the parent node's trained model")
@@ -99,7 +155,8 @@ def fine_tune(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     weights = init_from if init_from and t.method == "full" else model_path
-    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=hw.weights_dtype(t.method),
+                                                 trust_remote_code=trust_remote_code)
     total = t.full_steps(len(dataset))
     args = SFTConfig(
         output_dir=str(out / "checkpoints"),
@@ -125,7 +182,7 @@ def fine_tune(
         disable_tqdm=True,
         gradient_checkpointing=False,
         dataloader_num_workers=0,
-        **device_settings(),
+        **hw.trainer_flags(),
     )
     peft_config = None
     if t.method == "lora" and init_from:
@@ -171,6 +228,8 @@ def fine_tune(
     if trainer.is_world_process_zero():
         tok.save_pretrained(model_dir)
     trained = trainer.model
+    if deepspeed is None:  # a ZeRO-3 model's weights are DeepSpeed's partitions: leave them be
+        trained = trained.to(hw.eval_dtype)
     trained.eval()
     return trained, tok, TrainResult(
         model_dir=str(model_dir), steps=result.global_step, train_loss=result.training_loss,
