@@ -122,15 +122,16 @@ class ModelConfig(_Section):
 class SearchConfig(_Section):
     """The tree search: budget, parallelism and the UCT policy."""
 
-    max_trials: int = Field(6, ge=1)
-    """Fine-tuning trials to run (the baseline evaluation of the base model is extra)."""
+    max_trials: int = Field(12, ge=1)
+    """Plans to try (the baseline evaluation of the base model is extra); a promotion trains a
+    plan further and is not a new one."""
     max_concurrent_trials: int = Field(2, ge=1)
     """Upper bound on trials at once; the cluster's free resources may allow fewer."""
     prefetch_trials: int = Field(0, ge=0, le=64)
     """Trials handed to Tune beyond what runs now, waiting for a slot: a finished trial's slot is
     refilled at once (with run.reuse_actors, by its own process). Each is chosen a little earlier,
     before the latest results; worth it when trials are short next to their start-up."""
-    children_per_expansion: int = Field(3, ge=1, le=8)
+    children_per_expansion: int = Field(4, ge=1, le=8)
     """Plans the Researcher proposes each time a node is expanded."""
     exploration: float = Field(1.0, ge=0)
     """UCT exploration constant c in q + c*sqrt(ln N / n)."""

@@ -9,7 +9,11 @@ Promotions follow ASHA (Li et al., "A System for Massively Parallel Hyperparamet
 2020), as Ray Tune's ``AsyncHyperBandScheduler`` implements it: whenever a slot is free, the
 highest rung with a node in the top 1/eta of those that finished it (and not yet promoted)
 promotes that node; otherwise a new plan starts at the bottom rung. ASHA never waits for a rung
-to fill, which suits a tree that keeps proposing. The tree needs one rule of its own on top, a
+to fill, which suits a tree that keeps proposing. (Optuna's ``SuccessiveHalvingPruner`` makes
+the same decision from the other side, pruning a trial outside the top 1/eta at a rung.) Tune's
+scheduler itself is not reused: it stops or continues one running trial that reports at
+milestones, while here a rung is a separate run of a node that can be handed to any free slot,
+after a restart too, and the decision must be a ledger event; the rule is the same. The tree needs one rule of its own on top, a
 budget that holds: a new plan starts only if, after it, the budget can still carry the current
 leader to the top rung, and once no new plan may start the rest of the budget goes to
 promotions in rank order until the final selection has its finalists at the top rung, so a
