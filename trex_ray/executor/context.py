@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ftbench.evaluate import evaluate
 from ftbench.task import Task, load_split
 from trex_ray.config import Config, LLMConfig, ModelConfig, TaskConfig
+from trex_ray.llm_client import LLMError, Usage
 from trex_ray.search.bad_cases import collect_bad_cases
 from trex_ray.search.outcome import Cost, TrialOutcome
 from trex_ray.search.plan import Plan, TrialResources
@@ -39,14 +40,16 @@ class TrialContext:
     max_preemptions: int = -1  # restarts after node preemptions, not counted in max_failures
     # Where trials write (see storage.py): a local/NFS path or an s3:// / gs:// URI; None: run_dir
     storage: str | None = None
+    llm_account: "SharedAccount | None" = None  # the run's LLM spend account, for synthesize steps
 
     @classmethod
-    def of(cls, cfg: Config, run_dir: str | Path, storage: str | None) -> "TrialContext":
+    def of(cls, cfg: Config, run_dir: str | Path, storage: str | None,
+           llm_account: "SharedAccount | None" = None) -> "TrialContext":
         r = cfg.resources
         return cls(task=cfg.task.resolved(), model=cfg.model, llm=cfg.llm, resources=TrialResources.of(r),
                    run_dir=str(run_dir), dev_limit=cfg.task.dev_limit, eval_batch_size=cfg.train.eval_batch_size,
                    threads=max(1, int(r.cpus_per_trial)), max_failures=r.max_failures,
-                   max_preemptions=r.max_preemptions, storage=storage)
+                   max_preemptions=r.max_preemptions, storage=storage, llm_account=llm_account)
 
     @property
     def paths(self) -> dict[str, str | None]:
@@ -60,6 +63,31 @@ class TrialContext:
     def recipe_cache(self) -> str:
         """The recipe cache every node of the cluster shares."""
         return RunStorage(self.storage_root).uri_for("recipe_cache")
+
+
+class SharedAccount:
+    """The run's one ``LLMAccount``, held by a Ray actor (``actors.LLMAccountActor``), as any
+    process sees it: the Researcher's client and every trial's synthesize steps charge the same
+    account, so the run's LLM limits hold across workers. Picklable (an actor handle): it
+    travels in the TrialContext and to the Researcher actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def why_spent(self) -> str | None:
+        import ray
+
+        return ray.get(self.handle.why_spent.remote())
+
+    def check(self) -> None:
+        why = self.why_spent()
+        if why:
+            raise LLMError(why)
+
+    def charge(self, usage: Usage, who: str) -> None:
+        import ray
+
+        ray.get(self.handle.charge.remote(usage, who))
 
 
 def node_dir(ctx: TrialContext, node_id: str) -> Path:

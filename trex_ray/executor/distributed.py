@@ -61,7 +61,8 @@ def train_loop(config: dict[str, Any]) -> None:
     task = resolve_task(ctx.task)
     model_path = resolve_model(ctx.model)
     # every rank builds the same (seeded) recipe; the shared cache makes all but the first a read
-    dataset, stats = build_recipe(plan.recipe, task, ctx.paths, cache_dir=ctx.recipe_cache, llm=ctx.llm)
+    dataset, stats = build_recipe(plan.recipe, task, ctx.paths, cache_dir=ctx.recipe_cache, llm=ctx.llm,
+                                  account=ctx.llm_account, who=f"synthesis:{node_id}")
     out = node_dir(ctx, node_id)
 
     def on_log(entry: dict[str, Any]) -> None:
@@ -90,8 +91,10 @@ def train_loop(config: dict[str, Any]) -> None:
     model, tok = load_model(base, adapter, trust_remote_code=ctx.model.trust_remote_code)
     stats.update(tr.stats(), resumed_from_checkpoint=resume is not None, workers=res.num_workers,
                  zero_stage=res.zero_stage)
+    llm = stats.get("llm_spent") or {}
     outcome = score_on_dev(task, model, tok, plan, node_id, ctx, out,
-                           Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens),
+                           Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens,
+                                llm_tokens=int(llm.get("tokens", 0)), llm_cost=float(llm.get("cost", 0.0))),
                            {"model": tr.model_dir}, stats, t0)
     # The outcome travels through the run's storage (written last, atomically): Train keeps
     # only checkpoint-bound metrics, and rank 0 may run on another node than the trial.

@@ -50,7 +50,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         from trex_ray.recipes.build import build_recipe  # datasets is heavy: import on the worker only
 
         dataset, stats = build_recipe(plan.recipe, task, ctx.paths, ctx.recipe_cache, num_proc=ctx.threads,
-                                      llm=ctx.llm)
+                                      llm=ctx.llm, account=ctx.llm_account, who=f"synthesis:{node_id}")
         report({"phase": "train", "step": 0, "rows": len(dataset)})
 
         def on_log(entry: dict[str, Any]) -> None:
@@ -60,7 +60,9 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
 
         init = warm_start_dir(ctx, node_id, init_from) if plan.training.warm_start else None
         model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init)
-        cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens)
+        llm = stats.get("llm_spent") or {}
+        cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens,
+                    llm_tokens=int(llm.get("tokens", 0)), llm_cost=float(llm.get("cost", 0.0)))
         artifacts["model"] = tr.model_dir
         stats.update(tr.stats())
     return score_on_dev(task, model, tok, plan, node_id, ctx, out, cost, artifacts, stats, t0,

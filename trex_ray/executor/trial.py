@@ -8,10 +8,12 @@ which ``FailureConfig`` retries.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import traceback
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -20,6 +22,7 @@ from ray.tune import PlacementGroupFactory
 
 from trex_ray.executor.context import TrialContext
 from trex_ray.executor.execute import execute
+from trex_ray.search.outcome import Cost
 from trex_ray.search.plan import TrialResources, parse_plan
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,30 @@ def trainable(ctx: TrialContext) -> Any:
     return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), partial(trial_resources, ctx.resources))
 
 
+class AcceleratorClock:
+    """A trial's accelerator-seconds (``search/spend.py``): GPU-seconds where it holds GPUs
+    (wall x GPUs reserved), else the CPU time of this process and the processes it waited for
+    (data workers); a multi-worker CPU trial, whose workers are other processes, is charged wall
+    x the CPUs its workers reserve."""
+
+    def __init__(self, res: TrialResources) -> None:
+        self.res, self.t0, self.cpu0 = res, time.time(), self._cpu()
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def read(self) -> Cost:
+        wall = time.time() - self.t0
+        r = self.res
+        if r.gpus_per_worker > 0:
+            return Cost(wall_seconds=round(wall, 2), accelerator_seconds=round(wall * r.num_workers * r.gpus_per_worker, 2),
+                        accelerator="gpu")
+        used = wall * r.num_workers * r.cpus_per_worker if r.distributed else self._cpu() - self.cpu0
+        return Cost(wall_seconds=round(wall, 2), accelerator_seconds=round(used, 2), accelerator="cpu")
+
+
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     import datasets
     import transformers
@@ -66,9 +93,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             last[0] = now
             tune.report({"node_id": node_id, **update})
 
+    clock = AcceleratorClock(ctx.resources)
     try:
         plan = parse_plan(config["plan"])
         res = plan.resources or ctx.resources
+        clock.res = res
         if res.distributed and plan.training is not None:
             from trex_ray.executor.distributed import run_distributed
 
@@ -78,7 +107,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     except Exception as e:  # the plan's own failure: record it, do not retry
         log.warning("node %s failed: %s", node_id, e)
         tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],
-                     "traceback": traceback.format_exc()[-4000:]})
+                     "traceback": traceback.format_exc()[-4000:], "cost": json.dumps(asdict(clock.read()))})
         return
+    spent = clock.read()
+    outcome.cost.accelerator_seconds, outcome.cost.accelerator = spent.accelerator_seconds, spent.accelerator
     # Tune flattens nested result dicts for searchers; the outcome travels as one JSON string.
     tune.report({"node_id": node_id, "phase": "done", "score": outcome.score, "outcome": outcome.to_json()})

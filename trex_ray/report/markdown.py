@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from trex_ray.report.data import RunData
+from trex_ray.report.steering import steering_markdown
 
 
 def cell(text: Any) -> str:
@@ -46,6 +47,7 @@ def render_markdown(run: RunData) -> str:
     for i, n in enumerate(tree.ranked(), 1):
         lines.append(f"| {i} | {n.id} | {n.parent_id or '-'} | {n.plan.direction} | {cell(n.plan.knobs())} "
                      f"| {fmt(n.score)} | {n.status} |")
+    lines += steering_markdown(run, cell)
     if run.config is not None:
         found = [(f"{a}.{b}", getattr(getattr(run.config, a), b)) for a, b in HIGHLIGHTS]
         lines += ["", "### Config highlights", "", *(f"- `{k}` = `{cell(v)}`" for k, v in found)]

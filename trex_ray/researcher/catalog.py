@@ -124,13 +124,11 @@ def _task_entries(task_name: str, paths: dict[str, str | None]) -> tuple[list[Ca
     """Entries for the task's own splits, and the files/folders they come from (to skip later)."""
     from ftbench.task import TaskDataError, load_split
     from ftbench.tasks import get_task
+    from trex_ray.tasks import own_data_paths
 
     task = get_task(task_name)
     clean = {k: v for k, v in paths.items() if v}
-    own: set[Path] = {Path(v).expanduser().resolve() for v in clean.values()}
-    folder = clean.get("data_dir") or task.local_dir
-    if folder is not None:
-        own.add(Path(folder).expanduser().resolve())
+    own = own_data_paths(task, clean)
     out = []
     for split in ("train", "dev", "test"):
         try:

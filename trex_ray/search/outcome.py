@@ -15,11 +15,18 @@ from typing import Any
 
 @dataclass
 class Cost:
-    """What a trial spent."""
+    """What a trial spent (``search/spend.py`` sums it per branch and for the run)."""
 
     wall_seconds: float = 0.0
     train_samples: int = 0
     train_tokens: int = 0
+    # GPU-seconds where the trial held GPUs (wall x GPUs), else the CPU time its processes used;
+    # ``estimated``: a trial stopped from outside, charged wall x reserved units instead
+    accelerator_seconds: float = 0.0
+    accelerator: str = "cpu"  # "gpu" | "cpu": what accelerator_seconds counts
+    llm_tokens: int = 0  # of the trial's synthesize steps
+    llm_cost: float = 0.0
+    estimated: bool = False
 
 
 @dataclass

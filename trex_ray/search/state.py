@@ -18,10 +18,12 @@ from typing import Any, Callable
 
 from trex_ray.config import Config
 from trex_ray.search.bad_cases import describe, insight_memory, rule_diagnosis
+from trex_ray.search import spend, steering
 from trex_ray.search.fit import FitCheck
+from trex_ray.search.limits import PlanGate
 from trex_ray.search.ledger import LEDGER_NAME, Ledger, read_events
 from trex_ray.search.outcome import Cost, TrialOutcome
-from trex_ray.search.plan import Plan
+from trex_ray.search.plan import Plan, TrialResources
 from trex_ray.search.request import ExpansionRequest, Proposal, TaskSpec, baseline_plan
 from trex_ray.search.tree import Node, SearchParams, Tree, node_number
 
@@ -46,9 +48,11 @@ class Handout:
 
 class SearchState:
     def __init__(self, run_dir: str | os.PathLike, cfg: Config, task: TaskSpec, fit: FitCheck | None = None,
-                 on_change: Callable[[Path, Tree], None] | None = None) -> None:
+                 on_change: Callable[[Path, Tree], None] | None = None, gate: PlanGate | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cfg, self.task, self.fit = cfg, task, fit
+        # the run's limits on plans (search/limits.py); None: only the plan schema's bounds
+        self.gate = gate
         self.on_change = on_change  # after tree.json is rewritten: the driver's views (report, mirror)
         self._views_written_at, self._views_cost = 0.0, 0.0
         params = SearchParams.of(cfg.search, task.higher_is_better, task.metric_range)
@@ -69,6 +73,7 @@ class SearchState:
         self._next_id = 1 + max((node_number(n) for n in self.tree.nodes), default=-1)
         self.expanding: str | None = None
         self.closed = False  # after close(): late diagnoses and insights are dropped
+        self.closed_reason: str | None = None
         self._insights_asked = 0  # finished trials when insights were last asked for (not durable)
 
     # ------------------------------------------------------------------ ledger-first changes
@@ -79,12 +84,13 @@ class SearchState:
             self.refresh_views()
         return event
 
-    def _plan_node(self, parent_id: str | None, plan: Plan, source: str, note: str | None = None) -> str:
+    def _plan_node(self, parent_id: str | None, plan: Plan, source: str, note: str | None = None,
+                   clipped: list[str] | None = None) -> str:
         node_id = ROOT_ID if parent_id is None else f"n{self._next_id}"
         self._next_id = max(self._next_id, node_number(node_id) + 1)
         self._record({"type": "node_planned", "node_id": node_id, "parent_id": parent_id,
                       "plan": plan.model_dump(mode="json"), "source": source,
-                      **({"note": note[:2000]} if note else {})})
+                      **({"note": note[:2000]} if note else {}), **({"clipped": clipped} if clipped else {})})
         return node_id
 
     # ------------------------------------------------------------------ budget
@@ -94,7 +100,22 @@ class SearchState:
 
     def trials_left(self) -> int:
         planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID)
-        return self.cfg.search.max_trials - self.trials_started() - planned
+        return self.max_trials - self.trials_started() - planned
+
+    @property
+    def max_trials(self) -> int:
+        """The trial budget: the config's, plus what the user added while the run went."""
+        return self.cfg.search.max_trials + self.tree.extra_trials
+
+    def _out_of_budget(self) -> str | None:
+        """Why no further trial may start beyond the trial count: stopped, or the run's
+        accelerator budget spent (search/spend.py)."""
+        if self.tree.stop_requested:
+            return f"stopped by {self.tree.stop_requested}"
+        left = spend.budget_left(self.tree, self.facts.default, self.facts.accelerator_hours)
+        if left is not None and left <= 0:
+            return f"accelerator budget spent ({spend.accelerator_budget(self.tree, self.facts.accelerator_hours):.0f} accelerator-seconds)"
+        return None
 
     # ------------------------------------------------------------------ the searcher's calls
     def next_node(self, trial_id: str) -> Handout:
@@ -104,8 +125,9 @@ class SearchState:
         root = self.tree.root
         if root.status == "failed":
             return Handout(done=f"the baseline failed: {root.failure}")
-        max_trials = self.cfg.search.max_trials
-        budget_left = self.trials_started() < max_trials
+        max_trials = self.max_trials
+        stop = self._out_of_budget() if root.status == "succeeded" else None
+        budget_left = self.trials_started() < max_trials and stop is None
         planned = [n for n in self.tree.by_status("planned") if n.id == ROOT_ID or budget_left]
         for node in sorted(planned, key=lambda n: node_number(n.id)):
             cause = (self.fit.why_not(node.plan) if self.fit else None) or self._cannot_warm_start(node)
@@ -123,6 +145,8 @@ class SearchState:
                           **({"init_from": init_from} if init_from else {})})
             return Handout(node_id=node.id, plan=node.plan, parent_id=node.parent_id, init_from=init_from)
         running = len(self.tree.by_status("running"))
+        if stop is not None:
+            return Handout(done=stop, running=running)
         if self.trials_started() >= max_trials:
             return Handout(done="trial budget spent", running=running)
         return Handout(running=running)
@@ -157,9 +181,11 @@ class SearchState:
     def begin_expansion(self) -> ExpansionRequest | None:
         """Select a node by UCT and return the Researcher's request for it, or None when no
         expansion is possible now (nothing selectable, one in flight, or no budget left)."""
-        if self.expanding is not None or self.trials_left() <= 0:
+        if self.expanding is not None or self.trials_left() <= 0 or self._out_of_budget():
             return None
-        node = self.tree.select()
+        # a pinned node keeps the expansions under it while it can grow (search/steering.py)
+        node = next((n for start in steering.focus(self.tree) if (n := self.tree.select(start))), None)
+        node = node or self.tree.select()
         if node is None:
             return None
         self.expanding = node.id
@@ -174,6 +200,12 @@ class SearchState:
         this is the last gate before a plan is run). The proposal's ``note`` says why, e.g. why
         the LLM was not used."""
         self.expanding = None
+        usage = proposal.usage or {}
+        if usage.get("calls"):  # the expansion's LLM spend, on the node it grew
+            self.record_llm_spend(parent_id, usage, "expansion")
+        if self.tree.in_cut_branch(parent_id) or self.closed:
+            log.info("dropping %d plan(s) for %s: the user pruned that branch", len(proposal.plans), parent_id)
+            return []
         ids = []
         for plan in proposal.plans[: max(self.trials_left(), 0)]:
             try:
@@ -181,8 +213,28 @@ class SearchState:
             except ValueError as e:
                 log.warning("dropping an invalid plan for %s: %s", parent_id, e)
                 continue
-            ids.append(self._plan_node(parent_id, plan, proposal.source, proposal.note))
+            ids.append(self._gated_node(parent_id, plan, proposal))
         return ids
+
+    def _gated_node(self, parent_id: str, plan: Plan, proposal: Proposal) -> str:
+        """Record ``plan`` held to the run's limits: clipped (how, on the node), or rejected
+        before any accelerator time (a failed node with the reason)."""
+        gated = self.gate.check(plan) if self.gate else None
+        if gated is None or gated.plan is not None:
+            node_id = self._plan_node(parent_id, gated.plan if gated else plan, proposal.source, proposal.note,
+                                      clipped=gated.clipped if gated else None)
+        else:
+            node_id = self._plan_node(parent_id, plan, proposal.source, proposal.note)
+            self._record({"type": "node_started", "node_id": node_id, "trial_id": None})
+            self._record({"type": "node_failed", "node_id": node_id, "cause": gated.rejected})
+        return node_id
+
+    def record_llm_spend(self, node_id: str | None, usage: dict[str, Any], what: str) -> None:
+        """LLM calls made at a node (its expansion, its diagnosis) or for none (research,
+        insights), as an ``llm_spent`` event: the per-branch LLM spend (search/spend.py)."""
+        tokens = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+        self._record({"type": "llm_spent", "node_id": node_id, "what": what, "calls": int(usage.get("calls", 0)),
+                      "tokens": tokens, "cost": float(usage.get("cost", 0.0))})
 
     def expansion_failed(self, parent_id: str, cause: str) -> None:
         self.expanding = None
@@ -215,6 +267,8 @@ class SearchState:
             log.info("dropping a late diagnosis of %s", node_id)
             return
         self._record({"type": "node_diagnosed", "node_id": node_id, "diagnosis": describe(detail), "detail": detail})
+        if (detail.get("usage") or {}).get("calls"):
+            self.record_llm_spend(node_id, detail["usage"], "diagnosis")
         if refresh:
             self.refresh_views()
 
@@ -236,6 +290,8 @@ class SearchState:
             return
         self._record({"type": "insights_distilled", "after_trials": int(out["after_trials"]),
                       "insights": out["insights"], "usage": out.get("usage")})
+        if (out.get("usage") or {}).get("calls"):
+            self.record_llm_spend(None, out["usage"], "insights")
         self.refresh_views()
 
     def close(self, reason: str) -> Tree:
@@ -247,14 +303,54 @@ class SearchState:
         for node in self.tree.by_status("planned"):
             self._record({"type": "node_pruned", "node_id": node.id, "reason": reason})
         self._record({"type": "run_finished", "reason": reason})
+        self.closed, self.closed_reason = True, reason
         self.write_tree()
-        self.closed = True
         self.ledger.close()
         return self.tree
 
+    # ------------------------------------------------------------------ steering
+    @property
+    def facts(self) -> steering.RunFacts:
+        L = self.cfg.limits
+        return steering.RunFacts(default=TrialResources.of(self.cfg.resources), accelerator_hours=L.accelerator_hours,
+                                 trial_wall_seconds=L.trial_wall_seconds, closed=self.closed_reason)
+
+    def steer(self, cmd: steering.Command) -> steering.Reply:
+        """Apply one steering command (search/steering.py): its events, or a ``steer_refused``
+        event and the one-line reason. A command seen before (same id: the driver died after
+        recording it) is answered again, not applied twice."""
+        if any(e.get("cmd_id") == cmd.id for e in self.tree.steering):
+            return steering.Reply(cmd.id, True, f"{cmd.describe()}: applied already")
+        now = time.time()
+        d = steering.decide(self.tree, cmd, self.facts, now)
+        if cmd.op == "status" and d.refused is None:
+            view = steering.status(self.tree, self.facts, self.task.metric, self.max_trials, self.trials_started(), now)
+            return steering.Reply(cmd.id, True, "status", status=view)
+        if d.refused is not None:
+            if not self.closed:
+                self._record({"type": "steer_refused", "cmd_id": cmd.id, "by": cmd.by, "command": cmd.describe(),
+                              "reason": d.refused})
+            return steering.Reply(cmd.id, False, d.refused)
+        for ev in d.events:
+            self._record(ev)
+        self.refresh_views()
+        return steering.Reply(cmd.id, True, d.message)
+
+    def enforce(self, running_since: dict[str, float | None]) -> dict[str, str]:
+        """Which trials handed out must stop now and why (pruned, past their wall time, over
+        the run's budget, stopped before they started); the causes are recorded first."""
+        events, stops = steering.enforce(self.tree, running_since, self.facts, time.time())
+        for ev in events:
+            self._record(ev)
+        return stops
+
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> dict[str, Any]:
-        return self.tree.to_dict()
+        d = self.tree.to_dict()
+        d["spend"] = spend.snapshot(self.tree, self.facts.default, self.facts.accelerator_hours)
+        d["steering"] = list(self.tree.steering)
+        d["max_trials"] = self.max_trials
+        return d
 
     def refresh_views(self) -> None:
         """Rewrite tree.json (and the driver's views) unless that would take more than a tenth of
