@@ -36,7 +36,7 @@ def events(run: Path) -> list[dict]:
     return list(read_events(ledger)) if ledger.exists() else []
 
 
-def wait_for(what, proc: subprocess.Popen, log: Path, timeout: float = 300, every: float = 0.2):
+def wait_for(what, proc: subprocess.Popen, log: Path, timeout: float = 900, every: float = 0.2):
     deadline = time.time() + timeout
     while time.time() < deadline:
         found = what()
@@ -47,8 +47,29 @@ def wait_for(what, proc: subprocess.Popen, log: Path, timeout: float = 300, ever
     pytest.fail(f"timed out waiting; log tail:\n{log.read_text()[-3000:]}")
 
 
+def trial_process(node_id: str):
+    """The Tune trial process running ``node_id`` (Tune runs each trial in its trial folder,
+    ``<node>-<trial id>``), or None."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "ImplicitFunc" in " ".join(p.info["cmdline"] or []) and f"/{node_id}-" in p.cwd():
+                return p
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return None
+
+
+def reported(run: Path, node_id: str, phase: str) -> bool:
+    """Whether the trial of ``node_id`` reported ``phase`` to Tune (its result.json rows)."""
+    return any(json.loads(line).get("phase") == phase for f in run.glob(f"tune/search-*/{node_id}-*/result.json")
+               for line in f.read_text().splitlines() if line.strip())
+
+
 class Endpoint:
-    """The scripted LLM: the first expansion proposes two long trials (minutes each), every later
+    """The scripted LLM: the first expansion proposes two long trials whose first optimizer step
+    takes minutes (1024 accumulated micro-batches: no progress report until it ends), every later
     one short trials; it keeps every planning prompt, to see what the Researcher was told."""
 
     def __init__(self) -> None:
@@ -73,8 +94,8 @@ class Endpoint:
             "direction": "data_quality", "rationale": f"expansion {k}, plan {i}",
             "recipe": {"steps": [{"op": "load"}, {"op": "subsample", "n": 4000 if long else 32, "seed": 10 * k + i},
                                  {"op": "format", "prompt": task.prompt_template, "completion": task.completion_template}]},
-            "training": {"method": "full", "learning_rate": 0.005, "num_epochs": 10 if long else 1,
-                         "batch_size": 4 if long else 8},
+            "training": {"method": "full", "learning_rate": 0.005, "num_epochs": 1, "batch_size": 4 if long else 8,
+                         **({"grad_accum": 1024, "max_steps": 1 + 5 * i} if long else {})},
         } for i in range(props["plans"]["maxItems"])]
         return json.dumps({"differences": "the rows", "plans": plans})
 
@@ -90,8 +111,10 @@ def test_steering_a_running_search_then_a_kill_and_resume_replays_it(tiny_model_
     first_log = tmp_path / "first.log"
     proc = _launch(args, first_log)
     try:
-        # the two long trials run, one per CPU
-        wait_for(lambda: (run / "nodes" / "n1").is_dir() and (run / "nodes" / "n2").is_dir(), proc, first_log)
+        # the two long trials run, one per CPU, into their first (long, silent) optimizer step
+        wait_for(lambda: reported(run, "n1", "train") and reported(run, "n2", "train"), proc, first_log)
+        n1_process = trial_process("n1")
+        assert n1_process is not None
 
         r = steer(run, "annotate", "n0", NOTE)
         assert r.returncode == 0 and r.stdout.startswith("applied: note added to n0"), r.stderr
@@ -103,9 +126,13 @@ def test_steering_a_running_search_then_a_kill_and_resume_replays_it(tiny_model_
         t0 = time.time()
         r = steer(run, "prune", "n1")
         assert r.returncode == 0 and "pruned n1: 1 running and 0 planned" in r.stdout, r.stderr
-        # n1's trial is killed and its CPU goes to the extra trial n3 while n2 still trains
-        # (2 CPUs: there is no other way for n3 to run)
-        wait_for(lambda: (run / "nodes" / "n3").is_dir(), proc, first_log, timeout=180)
+        # n1's trial is killed mid-step: Tune alone would stop it only at its next report, which
+        # comes after the step, once its model is saved; killed, it never saves one
+        wait_for(lambda: not n1_process.is_running() or n1_process.status() == "zombie", proc, first_log)
+        print(f"prune -> n1's trial process gone after {time.time() - t0:.1f}s")
+        assert not (run / "nodes" / "n1" / "model").exists()
+        # its CPU goes to the extra trial n3 while n2 still trains (2 CPUs: no other way for n3 to run)
+        wait_for(lambda: (run / "nodes" / "n3").is_dir(), proc, first_log)
         print(f"prune -> the freed slot runs n3 after {time.time() - t0:.1f}s")
         done = {e["node_id"] for e in events(run) if e["type"] in ("node_finished", "node_failed")}
         assert "n2" not in done and "n1" not in done
@@ -147,7 +174,7 @@ def test_steering_a_running_search_then_a_kill_and_resume_replays_it(tiny_model_
         assert r.returncode == 0 and "pruned n2" in r.stdout, r.stderr
         r = steer(run, "stop")
         assert r.returncode == 0 and r.stdout.startswith("applied: stopping"), r.stderr
-        assert proc.wait(timeout=300) == 0, second_log.read_text()[-3000:]
+        assert proc.wait(timeout=900) == 0, second_log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -184,7 +211,7 @@ def test_a_trial_past_its_wall_time_is_stopped_and_the_run_exits_1(tiny_model_di
     log = tmp_path / "wall.log"
     proc = _launch(args, log)
     try:
-        code = proc.wait(timeout=400)
+        code = proc.wait(timeout=900)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -84,13 +84,14 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     transformers.logging.set_verbosity_error()
     os.environ.setdefault("OMP_NUM_THREADS", str(ctx.threads))
     node_id = config["node_id"]
-    last = [0.0]
+    last: list[Any] = [0.0, None]  # when the last report went, and its phase
 
     def progress(update: dict[str, Any]) -> None:
         now = time.time()
         final_step = update.get("phase") == "train" and update.get("step") == update.get("max_steps")
-        if now - last[0] >= REPORT_EVERY_S or final_step or update.get("phase") == "data":
-            last[0] = now
+        # a new phase is always reported: the live view and the trial's results show where it is
+        if now - last[0] >= REPORT_EVERY_S or final_step or update.get("phase") != last[1]:
+            last[0], last[1] = now, update.get("phase")
             tune.report({"node_id": node_id, **update})
 
     clock = AcceleratorClock(ctx.resources)
