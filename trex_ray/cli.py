@@ -156,8 +156,9 @@ def _ledger_status(inbox: "Inbox", run_dir: Path | None) -> dict | None:
     import tempfile
 
     from trex_ray.report.data import load_run
-    from trex_ray.search.plan import TrialResources
-    from trex_ray.search.steering import RunFacts, status
+    from trex_ray.search.spend import snapshot
+    from trex_ray.search.state import run_facts
+    from trex_ray.search.steering import status
 
     with tempfile.TemporaryDirectory() as tmp:
         if run_dir is None:
@@ -170,10 +171,10 @@ def _ledger_status(inbox: "Inbox", run_dir: Path | None) -> dict | None:
         run = load_run(run_dir)
     cfg = run.config or Config()
     tree = run.tree
-    facts = RunFacts(TrialResources.of(cfg.resources), cfg.limits.accelerator_hours, cfg.limits.trial_wall_seconds,
-                     run.finished)
+    facts = run_facts(tree, cfg, run.finished)
     started = sum(1 for n in tree.by_status("running", "succeeded", "failed") if n.parent_id)
-    return status(tree, facts, run.metric, cfg.search.max_trials + tree.extra_trials, started, time.time())
+    return status(tree, facts, run.metric, cfg.search.max_trials + tree.extra_trials, started,
+                  snapshot(tree, facts.default, cfg.limits.accelerator_hours))
 
 
 def steer_main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ftbench.task import Task, TaskDataError, load_split
+from ftbench.task import Task, TaskDataError, load_split, own_data_paths
 from trex_ray.config import Config, ConfigError, dump_config, load_config
 from trex_ray.executor.context import TrialContext
 from trex_ray.executor.models import builtin_model_dir, check_model
@@ -32,7 +32,7 @@ from trex_ray.search.plan import TrialResources
 from trex_ray.search.request import TaskSpec
 from trex_ray.search.tree import Tree
 from trex_ray.storage import RunStorage, check_storage, fetch, fetch_run, is_remote, run_storage_uri
-from trex_ray.tasks import own_data_paths, resolve_task, task_spec
+from trex_ray.tasks import resolve_task, task_spec
 from trex_ray.trackers import check_trackers
 
 log = logging.getLogger(__name__)

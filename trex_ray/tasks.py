@@ -8,8 +8,6 @@ config, not the task, is what travels).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ftbench.task import Task
 from ftbench.tasks import get_task
 from trex_ray.config import ConfigError, TaskConfig
@@ -31,15 +29,3 @@ def task_spec(task: Task, train_rows: int, columns: list[str]) -> TaskSpec:
                     completion_template=task.completion_template, train_rows=train_rows,
                     columns=sorted(columns), metric_range=tuple(task.metric_range))
 
-
-def own_data_paths(task: Task, paths: dict[str, str | None]) -> set[Path]:
-    """The files and folders the task's own splits are read from, resolved: the per-split files
-    and the data folder (the user's data_dir, else the task's packaged one). A plan reads the
-    train split only as ``task:train`` (which keeps dev rows carved from train out of it) and
-    never dev or test, so none of these may be read by path."""
-    clean = {k: v for k, v in paths.items() if v}
-    own = {Path(v).expanduser().resolve() for v in clean.values()}
-    folder = clean.get("data_dir") or task.local_dir
-    if folder is not None:
-        own.add(Path(folder).expanduser().resolve())
-    return own

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from trex_ray.report.data import RunData, best_so_far, load_run
-from trex_ray.report.markdown import render_markdown
-from trex_ray.report.steering import notes_of, spend_by_node, spend_figure, spend_line, steering_html
+from trex_ray.report.markdown import cell, render_markdown
+from trex_ray.report.steering import notes_of, spend_by_node, spend_figure, spend_line, steering_html, steering_markdown
 from trex_ray.search.tree import Node, Tree
 
 LIVE_REFRESH_S = 15  # seconds between reloads of the page while the run goes
@@ -180,16 +180,16 @@ def render_html(run: RunData) -> str:
 
     data = {"nodes": [n.to_dict() for n in run.tree.nodes.values()], "metric": run.metric,
             "base": run.tree.base_score, "best": run.best.id if run.best else None,
-            "spend": spend_by_node(run), "notes": notes_of(run),
+            "spend": spend_by_node(run.tree), "notes": notes_of(run.tree),
             "figures": {"tree": tree_figure(run), "by_trial": progress_figure(run, "trial", "trial number"),
                         "by_compute": progress_figure(run, "compute_s", "cumulative compute (wall seconds)"),
-                        "tree_spend": spend_figure(run, layout(run.tree))}}
+                        "tree_spend": spend_figure(run.tree, layout(run.tree))}}
     # while the run goes the page reloads itself (it is rewritten as trials end); finished, it stays
     refresh = "" if run.finished else f'<meta http-equiv="refresh" content="{LIVE_REFRESH_S}">'
     parts = {"TITLE": html.escape(f"TREX-Ray report — {run.run_dir.name}"), "SUMMARY": _summary_html(run),
              "LEADERBOARD": _leaderboard_html(run), "INSIGHTS": _insights_html(run), "CONFIG": html.escape(run.config_text or "(no config.yaml)"),
-             "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs(), "REFRESH": refresh, "STEERING": steering_html(run),
-             "SPEND": html.escape(spend_line(run))}
+             "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs(), "REFRESH": refresh, "STEERING": steering_html(run.tree),
+             "SPEND": html.escape(spend_line(run.tree, run.config))}
     # one pass, so a placeholder-like string inside run text is never substituted itself
     return re.sub(r"%(TITLE|SUMMARY|LEADERBOARD|INSIGHTS|CONFIG|DATA|PLOTLYJS|REFRESH|STEERING|SPEND)%",
                   lambda m: parts[m.group(1)], PAGE)
@@ -210,7 +210,8 @@ def write_report(run_dir: str | os.PathLike, tree: Tree | None = None) -> Path:
     ``tree``: the live tree, when the caller holds it (else the ledger is replayed)."""
     run = load_run(run_dir, tree)
     out = run.run_dir / "report.html"
-    for path, text in ((out, render_html(run)), (run.run_dir / "report.md", render_markdown(run))):
+    md = render_markdown(run, steering_markdown(run.tree, run.config, cell))
+    for path, text in ((out, render_html(run)), (run.run_dir / "report.md", md)):
         tmp = path.with_suffix(path.suffix + ".tmp")  # readers never see a half-written page
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

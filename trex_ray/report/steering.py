@@ -9,15 +9,15 @@ import time
 from typing import Any, Callable
 
 from trex_ray.config import Config
-from trex_ray.report.data import RunData
 from trex_ray.search.plan import TrialResources
 from trex_ray.search.spend import Spend, accelerator_budget, branch_spend, run_spend
+from trex_ray.search.tree import Tree
 
 
-def history(run: RunData) -> list[dict[str, str]]:
+def history(tree: Tree) -> list[dict[str, str]]:
     """Every steering command in order: when, who, what, and what became of it."""
     rows = []
-    for e in run.tree.steering:
+    for e in tree.steering:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts"])) if e.get("ts") else "?"
         if e["type"] == "steer_refused":
             result = f"refused: {e.get('reason', '')}"
@@ -30,23 +30,18 @@ def history(run: RunData) -> list[dict[str, str]]:
     return rows
 
 
-def _facts(run: RunData) -> tuple[TrialResources, float | None]:
-    cfg = run.config or Config()
-    return TrialResources.of(cfg.resources), cfg.limits.accelerator_hours
-
-
-def spend_line(run: RunData) -> str:
-    """The run's spend in one line."""
-    default, hours = _facts(run)
-    s = run_spend(run.tree, default)
-    budget = accelerator_budget(run.tree, hours)
+def spend_line(tree: Tree, cfg: Config | None) -> str:
+    """The run's spend in one line (``cfg``: the run's config, None: the defaults)."""
+    cfg = cfg or Config()
+    s = run_spend(tree, TrialResources.of(cfg.resources))
+    budget = accelerator_budget(tree, cfg.limits.accelerator_hours)
     of = f" of {budget:.0f}" if budget is not None else ""
     return (f"{s.accelerator_seconds:.0f}{of} accelerator-seconds, {s.train_samples} examples / {s.train_tokens} tokens "
             f"trained, LLM {s.llm_tokens} tokens (cost {s.llm_cost:.4f})")
 
 
-def steering_html(run: RunData) -> str:
-    rows = history(run)
+def steering_html(tree: Tree) -> str:
+    rows = history(tree)
     if not rows:
         return ("<p><i>No steering commands (python -m trex_ray steer RUN_DIR pin|prune|annotate|budget|stop|"
                 "status).</i></p>")
@@ -56,21 +51,20 @@ def steering_html(run: RunData) -> str:
     return f'<table id="steering"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def notes_of(run: RunData) -> dict[str, list[dict[str, Any]]]:
+def notes_of(tree: Tree) -> dict[str, list[dict[str, Any]]]:
     """The user's notes per node (for the node details panel)."""
-    return {n.id: list(n.notes) for n in run.tree.nodes.values() if n.notes}
+    return {n.id: list(n.notes) for n in tree.nodes.values() if n.notes}
 
 
-def spend_by_node(run: RunData) -> dict[str, dict[str, Any]]:
-    return {nid: s.to_dict() for nid, s in branch_spend(run.tree).items()}
+def spend_by_node(tree: Tree) -> dict[str, dict[str, Any]]:
+    return {nid: s.to_dict() for nid, s in branch_spend(tree).items()}
 
 
-def spend_figure(run: RunData, pos: dict[str, tuple[float, float]]) -> dict[str, Any]:
+def spend_figure(tree: Tree, pos: dict[str, tuple[float, float]]) -> dict[str, Any]:
     """The tree again, every node coloured by what its branch spent (accelerator-seconds),
     so the expensive branches stand out; the hover shows the node's own and its branch's spend."""
     import plotly.graph_objects as go
 
-    tree = run.tree
     spent: dict[str, Spend] = branch_spend(tree)
     nodes = [n for n in tree.nodes.values() if n.id in pos]
     fig = go.Figure()
@@ -102,16 +96,16 @@ def spend_figure(run: RunData, pos: dict[str, tuple[float, float]]) -> dict[str,
     return fig.to_plotly_json()
 
 
-def steering_markdown(run: RunData, cell: Callable[[Any], str]) -> list[str]:
+def steering_markdown(tree: Tree, cfg: Config | None, cell: Callable[[Any], str]) -> list[str]:
     """report.md's spend and steering sections; ``cell`` makes text safe in a table cell."""
-    lines = ["", "### Spend", "", f"- {spend_line(run)}"]
-    spent = branch_spend(run.tree)
-    root = run.tree.root
+    lines = ["", "### Spend", "", f"- {spend_line(tree, cfg)}"]
+    spent = branch_spend(tree)
+    root = tree.root
     if root is not None:
-        top = sorted(run.tree.children(root), key=lambda n: -spent[n.id].accelerator_seconds)[:5]
+        top = sorted(tree.children(root), key=lambda n: -spent[n.id].accelerator_seconds)[:5]
         lines += [f"- branch `{n.id}`: {spent[n.id].accelerator_seconds:.0f} accelerator-seconds, "
                   f"{spent[n.id].llm_tokens} LLM tokens" for n in top]
-    rows = history(run)
+    rows = history(tree)
     if rows:
         lines += ["", "### Steering", "", "| when | who | command | result |", "|---|---|---|---|"]
         lines += [f"| {r['when']} | {cell(r['by'])} | {cell(r['command'])} | {cell(r['result'])} |" for r in rows]

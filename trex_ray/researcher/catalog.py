@@ -122,9 +122,8 @@ def describe_file(path: Path) -> tuple[int | None, list[str], list[dict[str, str
 
 def _task_entries(task_name: str, paths: dict[str, str | None]) -> tuple[list[CatalogEntry], set[Path]]:
     """Entries for the task's own splits, and the files/folders they come from (to skip later)."""
-    from ftbench.task import TaskDataError, load_split
+    from ftbench.task import TaskDataError, load_split, own_data_paths
     from ftbench.tasks import get_task
-    from trex_ray.tasks import own_data_paths
 
     task = get_task(task_name)
     clean = {k: v for k, v in paths.items() if v}

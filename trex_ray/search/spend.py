@@ -44,16 +44,10 @@ class Spend:
         return d
 
 
-def reserved_units(res: TrialResources) -> tuple[float, str]:
-    """(units, kind) one trial of this shape holds: its GPUs if it has any, else its CPUs."""
-    gpus = res.num_workers * res.gpus_per_worker
-    return (gpus, "gpu") if gpus > 0 else (res.num_workers * res.cpus_per_worker, "cpu")
-
-
 def estimate(res: TrialResources, seconds: float) -> float:
     """Accelerator-seconds of a trial that held ``res`` for ``seconds`` of wall time (what a
     trial stopped from outside, or still running, is charged: it cannot report its own)."""
-    return max(0.0, seconds) * reserved_units(res)[0]
+    return max(0.0, seconds) * res.reserved_units[0]
 
 
 def node_spend(node: Node) -> Spend:
@@ -114,5 +108,12 @@ def snapshot(tree: Tree, default: TrialResources, hours: float | None, now: floa
         "run": run_spend(tree, default, now).to_dict(),
         "accelerator_budget_seconds": accelerator_budget(tree, hours),
         "accelerator": sorted({n.cost.accelerator for n in tree.nodes.values() if n.cost.accelerator_seconds})
-                       or [reserved_units(default)[1]],
+                       or [default.reserved_units[1]],
     }
+
+
+def budget_now(tree: Tree, default: TrialResources, hours: float | None, now: float | None = None
+               ) -> tuple[float | None, float | None]:
+    """(the run's accelerator-seconds budget, what is left of it now); (None, None): no budget."""
+    budget = accelerator_budget(tree, hours)
+    return budget, None if budget is None else budget - run_spend(tree, default, now).accelerator_seconds

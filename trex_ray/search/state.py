@@ -46,6 +46,15 @@ class Handout:
     running: int = 0  # trials running now
 
 
+def run_facts(tree: Tree, cfg: Config, closed: str | None = None, now: float | None = None) -> steering.RunFacts:
+    """What steering needs to know of a run beyond its tree: its trial shape, accelerator budget
+    (limits.accelerator_hours plus what the user added) and what is left of it, its wall limit."""
+    default = TrialResources.of(cfg.resources)
+    budget, left = spend.budget_now(tree, default, cfg.limits.accelerator_hours, now)
+    return steering.RunFacts(default=default, accelerator_budget=budget, accelerator_left=left,
+                             trial_wall_seconds=cfg.limits.trial_wall_seconds, closed=closed)
+
+
 class SearchState:
     def __init__(self, run_dir: str | os.PathLike, cfg: Config, task: TaskSpec, fit: FitCheck | None = None,
                  on_change: Callable[[Path, Tree], None] | None = None, gate: PlanGate | None = None) -> None:
@@ -112,9 +121,9 @@ class SearchState:
         accelerator budget spent (search/spend.py)."""
         if self.tree.stop_requested:
             return f"stopped by {self.tree.stop_requested}"
-        left = spend.budget_left(self.tree, self.facts.default, self.facts.accelerator_hours)
-        if left is not None and left <= 0:
-            return f"accelerator budget spent ({spend.accelerator_budget(self.tree, self.facts.accelerator_hours):.0f} accelerator-seconds)"
+        facts = self.facts
+        if facts.accelerator_left is not None and facts.accelerator_left <= 0:
+            return f"accelerator budget spent ({facts.accelerator_budget:.0f} accelerator-seconds)"
         return None
 
     # ------------------------------------------------------------------ the searcher's calls
@@ -311,9 +320,8 @@ class SearchState:
     # ------------------------------------------------------------------ steering
     @property
     def facts(self) -> steering.RunFacts:
-        L = self.cfg.limits
-        return steering.RunFacts(default=TrialResources.of(self.cfg.resources), accelerator_hours=L.accelerator_hours,
-                                 trial_wall_seconds=L.trial_wall_seconds, closed=self.closed_reason)
+        """The run's limits and budget as they stand now (search/steering.py)."""
+        return run_facts(self.tree, self.cfg, self.closed_reason)
 
     def steer(self, cmd: steering.Command) -> steering.Reply:
         """Apply one steering command (search/steering.py): its events, or a ``steer_refused``
@@ -324,7 +332,9 @@ class SearchState:
         now = time.time()
         d = steering.decide(self.tree, cmd, self.facts, now)
         if cmd.op == "status" and d.refused is None:
-            view = steering.status(self.tree, self.facts, self.task.metric, self.max_trials, self.trials_started(), now)
+            facts = self.facts
+            view = steering.status(self.tree, facts, self.task.metric, self.max_trials, self.trials_started(),
+                                   spend.snapshot(self.tree, facts.default, self.cfg.limits.accelerator_hours, now))
             return steering.Reply(cmd.id, True, "status", status=view)
         if d.refused is not None:
             if not self.closed:
@@ -347,7 +357,7 @@ class SearchState:
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> dict[str, Any]:
         d = self.tree.to_dict()
-        d["spend"] = spend.snapshot(self.tree, self.facts.default, self.facts.accelerator_hours)
+        d["spend"] = spend.snapshot(self.tree, TrialResources.of(self.cfg.resources), self.cfg.limits.accelerator_hours)
         d["steering"] = list(self.tree.steering)
         d["max_trials"] = self.max_trials
         return d

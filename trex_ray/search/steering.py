@@ -17,7 +17,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trex_ray.search.plan import TrialResources
-from trex_ray.search.spend import accelerator_budget, branch_spend, budget_left, estimate, node_spend, run_spend
 from trex_ray.search.tree import Node, Tree, node_number
 
 Op = Literal["pin", "unpin", "prune", "annotate", "budget", "stop", "status"]
@@ -115,10 +114,12 @@ class Decision:
 @dataclass(frozen=True)
 class RunFacts:
     """What ``decide`` and ``enforce`` need beyond the tree: the run's trial shape for plans
-    that set none, its accelerator-hours limit, the per-trial wall limit, and whether it closed."""
+    that set none, its accelerator budget and what is left of it now (``spend.budget_now``;
+    None: no budget), the per-trial wall limit, and whether the run closed."""
 
     default: TrialResources
-    accelerator_hours: float | None = None
+    accelerator_budget: float | None = None
+    accelerator_left: float | None = None
     trial_wall_seconds: float | None = None
     closed: str | None = None  # why the run ended, once it has
 
@@ -138,9 +139,8 @@ def _node_problem(tree: Tree, cmd: Command) -> str | None:
 def _stopped(node: Node, now: float, facts: RunFacts) -> dict[str, Any]:
     """The estimated cost of a trial stopped from outside (it cannot report its own)."""
     held = now - node.started_at if node.started_at is not None else 0.0
-    res = node.plan.resources or facts.default
-    kind = "gpu" if res.gpus_per_worker > 0 else "cpu"
-    return {"wall_seconds": round(held, 2), "accelerator_seconds": round(estimate(res, held), 2),
+    units, kind = (node.plan.resources or facts.default).reserved_units
+    return {"wall_seconds": round(held, 2), "accelerator_seconds": round(max(0.0, held) * units, 2),
             "accelerator": kind, "estimated": True}
 
 
@@ -196,7 +196,7 @@ def decide(tree: Tree, cmd: Command, facts: RunFacts, now: float) -> Decision:
         if cmd.trials:
             return Decision([{"type": "steer_budget", "trials": cmd.trials, **stamp}],
                             message=f"trial budget raised by {cmd.trials}")
-        budget = accelerator_budget(tree, facts.accelerator_hours)
+        budget = facts.accelerator_budget
         if budget is None:
             return Decision(refused="the run has no accelerator budget (limits.accelerator_hours is unset): "
                                     "there is nothing to raise")
@@ -219,7 +219,7 @@ def enforce(tree: Tree, running_since: dict[str, float | None], facts: RunFacts,
     a slot, when the user asked the run to stop."""
     events: list[dict[str, Any]] = []
     stops: dict[str, str] = {}
-    left = budget_left(tree, facts.default, facts.accelerator_hours, now)
+    left = facts.accelerator_left
     for node_id, since in running_since.items():
         node = tree.nodes.get(node_id)
         if node is None:
@@ -237,36 +237,35 @@ def enforce(tree: Tree, running_since: dict[str, float | None], facts: RunFacts,
         if since is not None and wall is not None and now - since > wall:
             cause = f"stopped: past its wall-time limit of {wall:g} s (limits.trial_wall_seconds)"
         elif since is not None and left is not None and left <= 0:
-            budget = accelerator_budget(tree, facts.accelerator_hours)
-            cause = f"stopped: the run's accelerator budget ({budget:.0f} accelerator-seconds) is spent"
+            cause = f"stopped: the run's accelerator budget ({facts.accelerator_budget:.0f} accelerator-seconds) is spent"
         if cause:
             events.append({"type": "node_failed", "node_id": node_id, "cause": cause, "cost": _stopped(node, now, facts)})
             stops[node_id] = cause
     return events, stops
 
 
-def status(tree: Tree, facts: RunFacts, metric: str, max_trials: int, started: int, now: float) -> dict[str, Any]:
+def status(tree: Tree, facts: RunFacts, metric: str, max_trials: int, started: int,
+           spent: dict[str, Any]) -> dict[str, Any]:
     """The live view ``steer status`` prints: the run's state and spend, and every node in the
-    tree's ranking with its branch's spend (plain data: it travels as JSON)."""
-    branches = branch_spend(tree)
+    tree's ranking with its branch's spend (``spent``: ``spend.snapshot``; plain data: it
+    travels as JSON)."""
     base = tree.base_score
     nodes = []
     for n in tree.ranked():
-        own, branch = node_spend(n), branches[n.id]
+        own, branch = spent["nodes"][n.id]["own"], spent["nodes"][n.id]["branch"]
         nodes.append({"id": n.id, "parent": n.parent_id, "status": n.status, "direction": n.plan.direction,
                       "knobs": n.plan.knobs(), "score": n.score,
                       "delta": None if n.score is None or base is None or not n.parent_id else n.score - base,
-                      "accelerator_seconds": round(own.accelerator_seconds, 1),
-                      "branch_accelerator_seconds": round(branch.accelerator_seconds, 1),
-                      "branch_llm_tokens": branch.llm_tokens, "pinned": n.pinned, "cut": n.cut,
+                      "accelerator_seconds": round(own["accelerator_seconds"], 1),
+                      "branch_accelerator_seconds": round(branch["accelerator_seconds"], 1),
+                      "branch_llm_tokens": branch["llm_tokens"], "pinned": n.pinned, "cut": n.cut,
                       "notes": len(n.notes)})
     state = (f"finished ({facts.closed})" if facts.closed else
              f"stopping (asked by {tree.stop_requested})" if tree.stop_requested else "running")
     return {"state": state, "metric": metric, "base_score": base,
             "trials": {"started": started, "max": max_trials, "running": len(tree.by_status("running")),
                        "planned": len(tree.by_status("planned"))},
-            "spend": run_spend(tree, facts.default, now).to_dict(),
-            "accelerator_budget_seconds": accelerator_budget(tree, facts.accelerator_hours),
+            "spend": spent["run"], "accelerator_budget_seconds": facts.accelerator_budget,
             "nodes": nodes,
             "steering": [{"ts": e.get("ts"), "by": e.get("by"), "command": e.get("command"),
                           "refused": e.get("reason") if e["type"] == "steer_refused" else None}
