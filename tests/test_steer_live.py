@@ -61,16 +61,19 @@ def trial_process(node_id: str):
     return None
 
 
-def reported(run: Path, node_id: str, phase: str) -> bool:
-    """Whether the trial of ``node_id`` reported ``phase`` to Tune (its result.json rows)."""
-    return any(json.loads(line).get("phase") == phase for f in run.glob(f"tune/search-*/{node_id}-*/result.json")
-               for line in f.read_text().splitlines() if line.strip())
+def reported(run: Path, node_id: str, phase: str, loss: bool = False) -> bool:
+    """Whether the trial of ``node_id`` reported ``phase`` to Tune (its result.json rows), with a
+    training loss (``loss``: it finished an optimizer step)."""
+    rows = [json.loads(line) for f in run.glob(f"tune/search-*/{node_id}-*/result.json")
+            for line in f.read_text().splitlines() if line.strip()]
+    return any(r.get("phase") == phase and (not loss or "loss" in r) for r in rows)
 
 
 class Endpoint:
-    """The scripted LLM: the first expansion proposes two long trials whose first optimizer step
-    takes minutes (1024 accumulated micro-batches: no progress report until it ends), every later
-    one short trials; it keeps every planning prompt, to see what the Researcher was told."""
+    """The scripted LLM: the first expansion proposes two long trials, each optimizer step an
+    epoch (gradients accumulated over all its rows: no progress report until it ends), n1 on
+    4000 rows for 1 step, n2 on 2000 rows for 6; every later expansion short trials. It keeps
+    every planning prompt, to see what the Researcher was told."""
 
     def __init__(self) -> None:
         self.plan_prompts: list[str] = []
@@ -92,7 +95,8 @@ class Endpoint:
         task = get_task("sst2")
         plans = [{
             "direction": "data_quality", "rationale": f"expansion {k}, plan {i}",
-            "recipe": {"steps": [{"op": "load"}, {"op": "subsample", "n": 4000 if long else 32, "seed": 10 * k + i},
+            "recipe": {"steps": [{"op": "load"}, {"op": "subsample", "n": (4000 if i == 0 else 2000) if long else 32,
+                                                  "seed": 10 * k + i},
                                  {"op": "format", "prompt": task.prompt_template, "completion": task.completion_template}]},
             "training": {"method": "full", "learning_rate": 0.005, "num_epochs": 1, "batch_size": 4 if long else 8,
                          **({"grad_accum": 1024, "max_steps": 1 + 5 * i} if long else {})},
@@ -118,28 +122,27 @@ def test_steering_a_running_search_then_a_kill_and_resume_replays_it(tiny_model_
 
         r = steer(run, "annotate", "n0", NOTE)
         assert r.returncode == 0 and r.stdout.startswith("applied: note added to n0"), r.stderr
-        r = steer(run, "budget", "+1", "trials")
-        assert r.returncode == 0 and "trial budget raised by 1" in r.stdout, r.stderr
-        r = steer(run, "prune", "n9")
-        assert r.returncode == 1 and r.stderr.strip() == "refused: unknown node n9 (this run has n0..n2)"
-        assert not (run / "nodes" / "n3").exists()  # both CPUs are busy: the extra trial waits for a slot
         t0 = time.time()
         r = steer(run, "prune", "n1")
         assert r.returncode == 0 and "pruned n1: 1 running and 0 planned" in r.stdout, r.stderr
-        # n1's trial is killed mid-step: Tune alone would stop it only at its next report, which
-        # comes after the step, once its model is saved; killed, it never saves one
+        # n1's trial is killed mid-step: its process is gone before n2, whose steps are half as
+        # long, ends its first one (Tune alone would stop n1 only at its next report, after its step)
         wait_for(lambda: not n1_process.is_running() or n1_process.status() == "zombie", proc, first_log)
         print(f"prune -> n1's trial process gone after {time.time() - t0:.1f}s")
-        assert not (run / "nodes" / "n1" / "model").exists()
-        # its CPU goes to the extra trial n3 while n2 still trains (2 CPUs: no other way for n3 to run)
+        assert not reported(run, "n2", "train", loss=True)
+        # its CPU goes to n3 while n2 still trains (2 CPUs: there is no other way for n3 to run)
         wait_for(lambda: (run / "nodes" / "n3").is_dir(), proc, first_log)
         print(f"prune -> the freed slot runs n3 after {time.time() - t0:.1f}s")
         done = {e["node_id"] for e in events(run) if e["type"] in ("node_finished", "node_failed")}
         assert "n2" not in done and "n1" not in done
         # n3 was proposed with the user's note in the prompt, quoted as their words
-        assert NOTE in endpoint.plan_prompts[-1] and NOTE not in endpoint.plan_prompts[0]
-        assert "USER GUIDANCE" in endpoint.plan_prompts[-1] and len(endpoint.plan_prompts) == 2
+        assert NOTE in endpoint.plan_prompts[1] and NOTE not in endpoint.plan_prompts[0]
+        assert "USER GUIDANCE" in endpoint.plan_prompts[1]
 
+        r = steer(run, "budget", "+1", "trials")
+        assert r.returncode == 0 and "trial budget raised by 1" in r.stdout, r.stderr
+        r = steer(run, "prune", "n99")
+        assert r.returncode == 1 and r.stderr.startswith("refused: unknown node n99 (this run has n0..n"), r.stderr
         wait_for(lambda: any(e["type"] == "node_finished" and e["node_id"] == "n3" for e in events(run)), proc, first_log)
         r = steer(run, "pin", "n3")
         assert r.returncode == 0 and r.stdout.startswith("applied: pinned n3"), r.stderr
@@ -157,7 +160,7 @@ def test_steering_a_running_search_then_a_kill_and_resume_replays_it(tiny_model_
         proc.wait()
     before = events(run)
     assert [e["type"] for e in before if e["type"].startswith("steer_")] == [
-        "steer_annotate", "steer_budget", "steer_refused", "steer_prune", "steer_pin"]
+        "steer_annotate", "steer_prune", "steer_budget", "steer_refused", "steer_pin"]
 
     # sent while no driver runs: queued, applied by the resumed run
     r = steer(run, "budget", "+1", "trials", wait=1)
@@ -195,7 +198,7 @@ def test_steering_a_running_search_then_a_kill_and_resume_replays_it(tiny_model_
     assert spend["n0"]["branch"]["accelerator_seconds"] >= spend["n1"]["own"]["accelerator_seconds"] > 0
     assert spend["n0"]["branch"]["llm_tokens"] > 0  # the expansions' LLM calls, on the nodes they grew
     md = (run / "report.md").read_text()
-    assert "### Steering" in md and "| tester | prune n1 |" in md and "refused: unknown node n9" in md
+    assert "### Steering" in md and "| tester | prune n1 |" in md and "refused: unknown node n99" in md
     page = (run / "report.html").read_text()
     assert 'http-equiv="refresh"' not in page and 'id="steering"' in page and "tree_spend" in page
     # a finished run refuses commands, and still answers status

@@ -14,6 +14,7 @@ import pytest
 
 from core_helpers import TASK, make_state, outcome, proposal, request
 from llm_helpers import plan_dict
+from test_storage import s3  # noqa: F401 (fixture: a real S3-compatible server)
 from trex_ray.researcher.context import analyze_requirements, render_context
 from trex_ray.search import spend
 from trex_ray.search.inbox import Inbox, new_command_id
@@ -243,3 +244,41 @@ def test_the_steer_command_line_without_a_running_driver(tmp_path):
     assert r.returncode == 1 and r.stderr.strip() == "refused: the run has finished (trial budget spent)"
     r = steer(str(run), "status", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("run finished (trial budget spent)")
+
+
+def test_steering_through_s3_storage(s3, tmp_path):
+    """The same inbox on an object store (a real S3-compatible server, pyarrow.fs): what a
+    cluster run steered from a laptop with the bucket's credentials uses."""
+    import threading
+
+    from trex_ray.storage import run_storage_uri
+
+    base, _ = s3
+    run = tmp_path / "r9"
+    state = grown(run)
+    uri = run_storage_uri(base, run)
+    box = Inbox(RunStorage(uri))
+    box.heartbeat("running")
+    stop = threading.Event()
+
+    def driver() -> None:  # the driver's loop, as SteeringScheduler runs it
+        while not stop.is_set():
+            for c in box.pending():
+                box.answer(state.steer(c))
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=driver, daemon=True)
+    thread.start()
+    try:
+        r = steer("--wait", "60", uri, "prune", "n1", cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith("applied: pruned n1"), r.stderr
+        assert state.tree.nodes["n1"].cut and state.tree.steering[-1]["by"]
+    finally:
+        stop.set()
+        thread.join()
+    # with no driver, status reads the ledger the run mirrored to the bucket
+    RunStorage(uri).write_bytes("events.jsonl", (run / "events.jsonl").read_bytes())
+    r = steer("--wait", "1", uri, "status", cwd=tmp_path)
+    assert r.returncode == 0 and "from the ledger" in r.stdout and "pruned-by-user" in r.stdout, r.stderr
+    r = steer(uri.replace("/r9", "/nothing-here"), "status", cwd=tmp_path)
+    assert r.returncode == 2 and "holds no TREX-Ray run" in r.stderr and "endpoint_override" not in r.stderr
