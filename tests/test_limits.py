@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core_helpers import TASK, make_state, outcome, proposal
+from core_helpers import make_state, outcome, proposal
 from trex_ray.config import Config, ConfigError, LimitsConfig, load_config
 from trex_ray.search.limits import DataRules, PlanGate, check_config
 from trex_ray.search.plan import Plan, TrialResources
