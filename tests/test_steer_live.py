@@ -47,16 +47,18 @@ def wait_for(what, proc: subprocess.Popen, log: Path, timeout: float = 900, ever
     pytest.fail(f"timed out waiting; log tail:\n{log.read_text()[-3000:]}")
 
 
-def trial_process(node_id: str):
-    """The Tune trial process running ``node_id`` (Tune runs each trial in its trial folder,
-    ``<node>-<trial id>``), or None."""
+def trial_process(node_id: str, session: int):
+    """The Tune trial process running ``node_id`` under the launched driver (``session``: its
+    session id; other runs on this machine have trials named alike), or None. Tune runs each
+    trial in its trial folder, ``<node>-<trial id>``."""
     import psutil
 
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if "ImplicitFunc" in " ".join(p.info["cmdline"] or []) and f"/{node_id}-" in p.cwd():
+            if ("ImplicitFunc" in " ".join(p.info["cmdline"] or []) and os.getsid(p.pid) == session
+                    and f"/{node_id}-" in p.cwd()):
                 return p
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
             continue
     return None
 
@@ -117,7 +119,7 @@ def test_steering_a_running_search_then_a_kill_and_resume_replays_it(tiny_model_
     try:
         # the two long trials run, one per CPU, into their first (long, silent) optimizer step
         wait_for(lambda: reported(run, "n1", "train") and reported(run, "n2", "train"), proc, first_log)
-        n1_process = trial_process("n1")
+        n1_process = trial_process("n1", session=proc.pid)  # launched as a session leader
         assert n1_process is not None
 
         r = steer(run, "annotate", "n0", NOTE)
