@@ -28,4 +28,3 @@ def task_spec(task: Task, train_rows: int, columns: list[str]) -> TaskSpec:
                     higher_is_better=task.higher_is_better, prompt_template=task.prompt_template,
                     completion_template=task.completion_template, train_rows=train_rows,
                     columns=sorted(columns), metric_range=tuple(task.metric_range))
-
