@@ -307,3 +307,19 @@ def check_rows(task: Task, rows: list[dict], split: str) -> None:
             f"task {task.id}: the {split} split lacks column(s) {', '.join(missing)} "
             f"(has {', '.join(sorted(rows[0]))})"
         )
+
+
+def own_data_paths(task: Task, paths: dict[str, str | os.PathLike | None]) -> set[Path]:
+    """The files and folders a task's splits are read from, resolved: the per-split files and the
+    data folder (the user's ``data_dir``, else the task's packaged one). Whoever reads data for
+    training reads the train split through ``load_split`` (which keeps dev rows carved from
+    train out of it) and dev and test never, so none of these may be read by path."""
+    clean = {k: v for k, v in paths.items() if v}
+    own = {Path(v).expanduser().resolve() for v in clean.values()}
+    folder = clean.get("data_dir") or task.local_dir
+    if folder is not None:
+        own.add(Path(folder).expanduser().resolve())
+    local = getattr(task.hub_loader, "local_paths", None)  # a task file's own data files and folders
+    if local is not None:
+        own |= {Path(x).resolve() for x in local()}
+    return own

@@ -33,9 +33,9 @@ def config(max_trials: int = 3, children_per_expansion: int = 2, **search: Any) 
 
 def make_state(run_dir: str | os.PathLike, max_trials: int = 3, children_per_expansion: int = 2,
                task: TaskSpec = TASK, **kw: Any) -> SearchState:
-    """A SearchState on ``run_dir``; ``kw``: SearchState's own keywords (fit, on_change) or
+    """A SearchState on ``run_dir``; ``kw``: SearchState's own keywords (fit, on_change, gate) or
     SearchConfig fields."""
-    own = {k: kw.pop(k) for k in ("fit", "on_change") if k in kw}
+    own = {k: kw.pop(k) for k in ("fit", "on_change", "gate") if k in kw}
     return SearchState(run_dir, config(max_trials, children_per_expansion, **kw), task, **own)
 
 

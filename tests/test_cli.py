@@ -46,6 +46,9 @@ def data(tmp_path) -> dict[str, Path]:
     (["--resume", "/tmp"], "not a TREX-Ray run directory"),
     (["--config", "/no/such.yaml"], "config file not found"),
     (["positional"], "unrecognised argument 'positional'"),
+    # values no plan may hold: every expansion would fail after Ray started (search/limits.py)
+    (["--train.num_epochs=100"], "config train.num_epochs: Input should be less than or equal to 50 for any plan"),
+    (["--run.num_cpus=-4"], "config run.num_cpus: Input should be greater than or equal to 1"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     r = launch(*args, cwd=tmp_path)

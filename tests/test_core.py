@@ -181,7 +181,12 @@ def test_ledger_is_durable_and_replays_equal_live(tmp_path):
     assert replayed.to_dict() == state.tree.to_dict()
     assert (tmp_path / "tree.json").is_file()  # views are refreshed as nodes end (rate-limited)
     state.close("test over")  # ... and always written at the end
-    assert json.loads((tmp_path / "tree.json").read_text()) == json.loads(json.dumps(state.tree.to_dict(), default=str))
+    saved = json.loads((tmp_path / "tree.json").read_text())
+    live = json.loads(json.dumps(state.tree.to_dict(), default=str))
+    assert {k: saved[k] for k in live} == live
+    # ... with the spend per node and branch (search/spend.py): n1's 3 s trial is in n0's branch
+    assert saved["spend"]["nodes"]["n1"]["own"]["train_samples"] == 0
+    assert set(saved["spend"]["nodes"]) == set(state.tree.nodes) and "run" in saved["spend"]
 
 
 def test_torn_last_line_is_dropped(tmp_path):

@@ -12,6 +12,7 @@ from typing import Any
 import ray
 
 from trex_ray.config import Config
+from trex_ray.llm_client import LLMAccount
 from trex_ray.researcher.builtin import BuiltinPolicy
 from trex_ray.researcher.diagnosis import Diagnostician
 from trex_ray.researcher.llm import LLMResearcher
@@ -22,14 +23,20 @@ from trex_ray.search.state import SearchState
 # from the ledger while the old driver still holds trials; recovery is `launch.py --resume`.
 TreeState = ray.remote(num_cpus=0, max_restarts=0)(SearchState)
 
+# The run's one LLM spend account (the Researcher, diagnoses, insights, research and every
+# trial's synthesize steps charge it); its total is kept in the run directory, so a restart or
+# a resume goes on from what was spent. Processes reach it through executor.context.SharedAccount.
+LLMAccountActor = ray.remote(num_cpus=0, max_restarts=2, max_task_retries=2)(LLMAccount)
+
 
 class ResearcherCore:
     """Proposes children of a node. Its only state is the LLM spend and the requirement spec,
     both kept in the run directory, so Ray may restart it and retry a call freely."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path | None = None) -> None:
+    def __init__(self, cfg: Config, run_dir: str | Path | None = None, account: Any = None) -> None:
+        """``account``: the run's LLM spend account (a SharedAccount); None: the client's own."""
         self.name = cfg.search.policy
-        self.llm = LLMResearcher(cfg.llm, run_dir, cfg.task) if self.name == "llm" else None
+        self.llm = LLMResearcher(cfg.llm, run_dir, cfg.task, account) if self.name == "llm" else None
         self.policy = BuiltinPolicy()
         # bad-case diagnosis and insights on the same client: one spend, one budget
         self.diagnostician = (Diagnostician(self.llm.client, cfg.llm, run_dir, self.llm.unavailable)

@@ -6,9 +6,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from trex_ray.config import ConfigError, load_config, options_help
+from trex_ray.config import Config, ConfigError, load_config, options_help
+
+if TYPE_CHECKING:
+    from trex_ray.search.inbox import Inbox
 
 USAGE = """python launch.py [--config FILE.yaml] [--section.key=value ...] [--push-to-hub USER/NAME]
        python launch.py --resume RUN_DIR
@@ -63,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: {push_message(summary['run_dir'], push)}", file=sys.stderr)
         return 1
-    return 0 if summary["base_score"] is not None else 1
+    if summary.get("no_success"):  # the outputs are written; the run just found nothing
+        print(f"error: {summary['no_success']} (see {summary['run_dir']}/report.md)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def push_main(argv: list[str] | None = None) -> int:
@@ -141,8 +149,134 @@ def task_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+STEER_HELP = """Steer a running search (from anywhere that can read and write the run's storage: the
+driver's machine, a laptop with the bucket's credentials, or `ray job submit -- python -m trex_ray
+steer ...`). The driver applies each command within run.steer_poll_s seconds and answers it:
+
+  pin NODE                      keep the expansions under NODE while it can grow
+  unpin NODE                    undo pin
+  prune NODE                    cancel NODE's planned and running trials (freeing their slots at
+                                once) and never expand it again
+  annotate NODE TEXT            a note the LLM Researcher sees, as your words, when expanding
+                                NODE or below
+  budget +N trials              run N more trials
+  budget +S accelerator-seconds raise the run's accelerator budget (limits.accelerator_hours)
+  stop                          start no new trial; running ones finish, then the run ends
+  status                        leaderboard and spend from the live state
+
+Exit status: 0 applied, 1 refused (one line says why), 2 bad input, 3 no driver answered within
+--wait (the command stays queued and applies when the run goes on, e.g. after launch.py --resume)."""
+
+
+def _open_inbox(target: str) -> tuple["Inbox", Path | None]:
+    """The steering inbox of a run directory or of a run's storage root (s3://.../RUN_ID, an NFS
+    path), and the local run directory when there is one."""
+    from trex_ray.search.inbox import DRIVER, Inbox
+    from trex_ray.storage import RunStorage, is_remote, run_storage_uri
+
+    if not is_remote(target):
+        run_dir = Path(target).expanduser().resolve()
+        if (run_dir / "events.jsonl").is_file() and (run_dir / "config.yaml").is_file():
+            cfg = load_config(run_dir / "config.yaml")
+            return Inbox(RunStorage(run_storage_uri(cfg.run.storage, run_dir))), run_dir
+        if not (run_dir / DRIVER).is_file():
+            raise ConfigError(f"{target} is not a TREX-Ray run directory or run storage (no events.jsonl, no {DRIVER})")
+        return Inbox(RunStorage(run_dir)), None
+    try:
+        inbox = Inbox(RunStorage(target))
+        found = inbox.store.exists(DRIVER) or inbox.store.exists("events.jsonl")
+    except Exception as e:  # noqa: BLE001 - pyarrow raises OSError, ValueError, ArrowInvalid...
+        raise ConfigError(f"cannot read {target.split('?')[0]}: {str(e).splitlines()[0][:300]}") from None
+    if not found:
+        raise ConfigError(f"{target.split('?')[0]} holds no TREX-Ray run (no {DRIVER}, no events.jsonl)")
+    return inbox, None
+
+
+def _ledger_status(inbox: "Inbox", run_dir: Path | None) -> dict | None:
+    """``status`` from the ledger (the run's directory, or its copy in remote storage) when no
+    driver answers: the run has finished, or is not going right now."""
+    import tempfile
+
+    from trex_ray.report.data import load_run
+    from trex_ray.search.spend import snapshot
+    from trex_ray.search.state import run_facts
+    from trex_ray.search.steering import status
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if run_dir is None:
+            if not inbox.store.exists("events.jsonl"):
+                return None
+            run_dir = Path(tmp)
+            for name in ("events.jsonl", "config.yaml"):
+                if inbox.store.exists(name):
+                    (run_dir / name).write_bytes(inbox.store.read_bytes(name))
+        run = load_run(run_dir)
+    cfg = run.config or Config()
+    tree = run.tree
+    facts = run_facts(tree, cfg, run.finished)
+    started = sum(1 for n in tree.by_status("running", "succeeded", "failed") if n.parent_id)
+    return status(tree, facts, run.metric, cfg.search.max_trials + tree.extra_trials, started,
+                  snapshot(tree, facts.default, cfg.limits.accelerator_hours))
+
+
+def steer_main(argv: list[str] | None = None) -> int:
+    """``python -m trex_ray steer RUN_DIR_OR_URI COMMAND ...``: steer a running search."""
+    import getpass
+    import socket
+
+    parser = argparse.ArgumentParser(prog="python -m trex_ray steer", usage="python -m trex_ray steer "
+                                     "[--wait S] [--by NAME] RUN_DIR_OR_URI COMMAND ...", description=STEER_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the driver's answer (default 30)")
+    parser.add_argument("--by", default=f"{getpass.getuser()}@{socket.gethostname()}",
+                        help="who is steering, for the ledger and the report (default user@host)")
+    parser.add_argument("run", help="the run directory, or the run's storage root (s3://bucket/prefix/RUN_ID)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments")
+    args = parser.parse_args(argv)
+    from trex_ray.report.live import render_status
+    from trex_ray.search.inbox import new_command_id
+    from trex_ray.search.steering import parse
+
+    try:
+        cmd = parse(args.command, new_command_id(), args.by[:200] or "user", time.time())
+        inbox, run_dir = _open_inbox(args.run)
+    except (ValueError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    driver = inbox.driver() or {}
+    if driver.get("state") == "finished" and cmd.op != "status":
+        print(f"refused: the run has finished ({driver.get('reason')})", file=sys.stderr)
+        return 1
+    reply = None
+    if driver.get("state") != "finished":
+        inbox.post(cmd)
+        reply = inbox.wait(cmd.id, args.wait)
+    if reply is None and cmd.op == "status":
+        inbox.withdraw(cmd.id)
+        view = _ledger_status(inbox, run_dir)
+        if view is not None:
+            if driver.get("state") != "finished":
+                print(f"(no driver answered within {args.wait:g}s: from the ledger)")
+            print(render_status(view))
+            return 0
+    if reply is None:
+        seen = f"; the driver last looked {time.time() - driver['at']:.0f}s ago" if driver.get("at") else ""
+        print(f"queued: no driver answered within {args.wait:g}s{seen}; the command stays in the inbox and applies "
+              "when the run goes on (launch.py --resume RUN_DIR)", file=sys.stderr)
+        return 3
+    if reply.status is not None:
+        print(render_status(reply.status))
+        return 0
+    if not reply.accepted:
+        print(f"refused: {reply.message}", file=sys.stderr)
+        return 1
+    print(f"applied: {reply.message}")
+    return 0
+
+
 COMMANDS = {"push": (push_main, "upload a finished run's best model to the Hugging Face Hub"),
-            "task": (task_main, "draft a task file from a requirement and your data (task draft)")}
+            "task": (task_main, "draft a task file from a requirement and your data (task draft)"),
+            "steer": (steer_main, "steer a running search: pin, prune, annotate, budget, stop, status")}
 
 
 def tools_main(argv: list[str] | None = None) -> int:

@@ -205,7 +205,8 @@ class TrainConfig(_Section):
     train_samples: int = Field(256, ge=1)
     """Training examples of the first plans."""
     max_train_samples: int = Field(50_000, ge=1)
-    """Cap on any plan's training examples (the paper caps a round at 50K)."""
+    """How far the built-in policy grows a plan's training examples (the paper caps a round at
+    50K); the hard cap on every plan, whoever wrote it, is limits.max_rows."""
     eval_batch_size: int = Field(32, ge=1)
     """Generation batch size for dev evaluation."""
 
@@ -240,8 +241,8 @@ class LLMConfig(_Section):
     price_per_1k_output: float = Field(0.0, ge=0)
     """Cost per 1000 completion tokens, for the spend budget."""
     max_cost: float | None = Field(None, ge=0)
-    """LLM spend budget of the run, checked before each expansion (the last one may overshoot
-    it); once spent, the builtin rules propose. Unset: no limit."""
+    """LLM spend budget of the run (kept for existing configs: limits.llm_cost is the same
+    limit, and the lower of the two holds). Unset: no limit."""
     concurrency: int = Field(2, ge=1)
     """Requests to the endpoint at once."""
     insights_every: int = Field(3, ge=0)
@@ -307,7 +308,7 @@ class RunConfig(_Section):
     """Run directory name (default: a timestamp)."""
     ray_address: str | None = None
     """Ray cluster to join; unset: the RAY_ADDRESS of a job, else an embedded local Ray."""
-    num_cpus: int | None = None
+    num_cpus: int | None = Field(None, ge=1)
     """CPUs of an embedded local Ray (default: all)."""
     log_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
     """Console log level."""
@@ -342,6 +343,50 @@ class RunConfig(_Section):
     """Create the push_to_hub repo as private (an existing repo keeps its visibility)."""
     hub_token_env: str = "HF_TOKEN"
     """Name of the environment variable holding the Hub token for push_to_hub (the token itself never goes in a file)."""
+    steer_poll_s: float = Field(2.0, gt=0, le=60)
+    """Seconds between two looks at the run's steering inbox (python -m trex_ray steer): how
+    soon a command applies. Each look lists one folder of run.storage (one LIST request on s3)."""
+
+
+class LimitsConfig(_Section):
+    """Limits that hold whatever a plan (written by the builtin rules or an LLM) asks for. A plan
+    beyond one is clipped to it before any accelerator time, or rejected where clipping cannot
+    help (data it may not read), with the reason on its node."""
+
+    max_rows: int = Field(50_000, ge=1, le=50_000_000)
+    """Training rows one plan may use: its recipe's max_rows and every subsample, mix and
+    balance size are clipped to it."""
+    max_epochs: float = Field(10.0, gt=0, le=50)
+    """Epochs one plan may train (training.num_epochs is clipped to it)."""
+    max_steps: int = Field(100_000, ge=1, le=1_000_000)
+    """Optimizer steps one plan may train when it counts steps (training.max_steps is clipped)."""
+    max_seq_length: int = Field(4096, ge=16, le=131_072)
+    """Longest tokenised example a plan may train on (training.max_seq_length is clipped)."""
+    max_workers: int | None = Field(None, ge=1, le=1024)
+    """Training workers one trial may use (a plan's resources.num_workers is clipped). Unset:
+    resources.num_workers, the trial shape the run was configured for."""
+    max_gpus_per_worker: float | None = Field(None, ge=0, le=16)
+    """GPUs per training worker a plan may reserve. Unset: resources.gpus_per_trial."""
+    max_cpus_per_worker: float | None = Field(None, gt=0, le=512)
+    """CPUs per training worker a plan may reserve. Unset: resources.cpus_per_trial."""
+    trial_wall_seconds: float | None = Field(86_400.0, gt=0)
+    """Wall-clock seconds one trial may run; past it the trial is stopped and its node failed
+    with that cause (unset: no limit)."""
+    accelerator_hours: float | None = Field(None, gt=0)
+    """Accelerator-hours the whole run may spend on trials (GPU-hours where trials hold GPUs,
+    CPU-hours otherwise, measured per trial): once spent no trial starts, and running ones are
+    stopped. Raise it while the run goes with `python -m trex_ray steer RUN budget +S
+    accelerator-seconds`. Unset: no limit."""
+    llm_tokens: int | None = Field(None, ge=1)
+    """LLM tokens (prompt + completion) the run may spend, over everything that calls the LLM:
+    the Researcher, diagnoses, insights, research and every trial's synthesize steps. Past it,
+    the builtin rules propose and synthesize steps fail with that cause. Unset: no limit."""
+    llm_cost: float | None = Field(None, ge=0)
+    """LLM cost (llm.price_per_1k_*) the run may spend, over the same calls as llm_tokens.
+    Unset: no limit (llm.max_cost, when set, still holds)."""
+    decontaminate: bool = True
+    """Remove training rows that overlap the task's dev and test sets, in every plan. Only this
+    switch turns it off: a plan's own recipe.decontaminate is overridden by it."""
 
 
 class Config(_Section):
@@ -354,6 +399,7 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 def _explain(e: ValidationError) -> str:

@@ -1,6 +1,10 @@
 """A small OpenAI-compatible chat client for the LLM Researcher: retries, structured output,
 token and cost accounting, a spend budget and a concurrency limit. No Ray here.
 
+Every client of a run charges one ``LLMAccount`` (the Researcher, diagnoses, insights, research,
+and every trial's synthesize steps on the workers, through a Ray actor holding it: see
+``actors.py``), so the run's token and cost limits hold over all of them together.
+
 Servers differ in how they accept a JSON schema, so that difference lives in one adapter
 (``response_format``); everything else is the plain ``openai`` client. The API key is read from
 the environment variable the config names and is never logged or stored.
@@ -15,6 +19,7 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from trex_ray.config import ConfigError, LLMConfig
@@ -122,6 +127,61 @@ class Usage:
         return asdict(self) | {"cost": round(self.cost, 6)}
 
 
+class LLMAccount:
+    """The run's one LLM spend account: tokens and cost of every call, whoever made it, against
+    the run's limits (``limits.llm_tokens``; the lower of ``limits.llm_cost`` and
+    ``llm.max_cost``). Kept in ``path`` (a small JSON file rewritten per charge) so a resumed run
+    goes on from what it spent. Thread-safe; a Ray actor holds it to span workers."""
+
+    def __init__(self, max_tokens: int | None = None, max_cost: float | None = None,
+                 path: str | os.PathLike | None = None) -> None:
+        self.max_tokens, self.max_cost = max_tokens, max_cost
+        self.path = Path(path) if path else None
+        self.total = Usage()
+        self.by: dict[str, Usage] = {}  # who spent it: researcher, synthesis
+        self._lock = threading.Lock()
+        if self.path is not None and self.path.is_file():
+            try:
+                saved = json.loads(self.path.read_text(encoding="utf-8"))
+                self.total = Usage(**saved["total"])
+                self.by = {k: Usage(**v) for k, v in saved.get("by", {}).items()}
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("could not read the LLM account %s (%s): starting from zero", self.path, e)
+
+    @staticmethod
+    def caps(limits: Any, llm: LLMConfig) -> tuple[int | None, float | None]:
+        """(max tokens, max cost) of a run from its ``limits`` (LimitsConfig) and ``llm`` config."""
+        costs = [c for c in (limits.llm_cost, llm.max_cost) if c is not None]
+        return limits.llm_tokens, (min(costs) if costs else None)
+
+    def why_spent(self) -> str | None:
+        """Why no further call may be made, or None."""
+        t = self.total
+        if self.max_tokens is not None and t.prompt_tokens + t.completion_tokens >= self.max_tokens:
+            return f"the run's LLM budget is spent ({t.prompt_tokens + t.completion_tokens} of {self.max_tokens} tokens, limits.llm_tokens)"
+        if self.max_cost is not None and t.cost >= self.max_cost:
+            return f"the run's LLM budget is spent (cost {t.cost:.4f} of {self.max_cost:g})"
+        return None
+
+    def check(self) -> None:
+        why = self.why_spent()
+        if why:
+            raise LLMError(why)
+
+    def charge(self, usage: Usage, who: str = "researcher") -> None:
+        with self._lock:
+            self.total.add(usage)
+            self.by.setdefault(who.split(":")[0], Usage()).add(usage)
+            if self.path is not None:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(self.snapshot()))
+                os.replace(tmp, self.path)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"total": self.total.to_dict(), "by": {k: v.to_dict() for k, v in self.by.items()},
+                "max_tokens": self.max_tokens, "max_cost": self.max_cost, "spent": self.why_spent()}
+
+
 def _retryable(exc: Exception) -> bool:
     """Timeouts, lost connections, 429 and 5xx are worth another try; 4xx other than 429 are
     our request's fault and would fail the same way again."""
@@ -137,7 +197,10 @@ def _retryable(exc: Exception) -> bool:
 class LLMClient:
     """Chat completions against one endpoint, with the run's spend tracked in ``total``."""
 
-    def __init__(self, cfg: LLMConfig) -> None:
+    def __init__(self, cfg: LLMConfig, account: Any = None, who: str = "researcher") -> None:
+        """``account``: the run's ``LLMAccount`` (or a proxy with its ``check`` and ``charge``,
+        such as ``executor.context.SharedAccount``); None: an account of this client alone,
+        holding ``cfg.max_cost``. ``who`` names this client in the account."""
         import openai
 
         if not cfg.base_url or not cfg.model:
@@ -151,16 +214,21 @@ class LLMClient:
         self._key = key if key_env else ""  # kept only to scrub it from error messages
         # Our own retry loop (not the client's) so that retries are counted and logged.
         self.client = openai.OpenAI(base_url=cfg.base_url, api_key=key, timeout=cfg.timeout_s, max_retries=0)
-        self.total = Usage()
+        self.total = Usage()  # this client's own calls
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(cfg.concurrency)
+        self.account, self.who = account, who
 
     def budget_left(self) -> bool:
+        if self.account is not None:
+            return self.account.why_spent() is None
         limit = self.cfg.max_cost
         return limit is None or self.total.cost < limit
 
     def check_budget(self) -> None:
-        if not self.budget_left():
+        if self.account is not None:
+            self.account.check()
+        elif not self.budget_left():
             raise LLMError(f"LLM budget spent ({self.total.cost:.4f} of max_cost {self.cfg.max_cost})")
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -193,7 +261,11 @@ class LLMClient:
         return self._complete(kwargs)
 
     def _complete(self, kwargs: dict[str, Any]) -> tuple[str, list[ToolCall], Usage]:
-        """The request with retries; every attempt's usage goes into ``total``."""
+        """The request with retries; every attempt's usage goes into ``total`` (and the run's
+        account). With an account, every call checks it first: the run's limits hold to within
+        the calls already in flight."""
+        if self.account is not None:
+            self.account.check()
         messages = kwargs["messages"]
         usage = Usage()
         delay = self.cfg.retry_backoff_s
@@ -204,8 +276,7 @@ class LLMClient:
                 break
             except Exception as e:
                 if not _retryable(e) or attempt == self.cfg.max_retries:
-                    with self._lock:
-                        self.total.add(usage)  # the retries still count
+                    self._charge(usage)  # the retries still count
                     detail = str(e)[:300].replace(self._key, "***") if self._key else str(e)[:300]
                     raise LLMError(f"LLM request failed after {attempt + 1} attempt(s): {type(e).__name__}: {detail}",
                                    status=getattr(e, "status_code", None)) from None
@@ -227,9 +298,14 @@ class LLMClient:
             usage.estimated = True
         usage.calls = 1
         usage.cost = self._cost(usage.prompt_tokens, usage.completion_tokens)
+        self._charge(usage)
+        return text, calls, usage
+
+    def _charge(self, usage: Usage) -> None:
         with self._lock:
             self.total.add(usage)
-        return text, calls, usage
+        if self.account is not None:
+            self.account.charge(usage, self.who)
 
 
 def check_llm_config(policy: str, llm: LLMConfig) -> None:

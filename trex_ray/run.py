@@ -18,14 +18,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ftbench.task import Task, TaskDataError, load_split
+from ftbench.task import Task, TaskDataError, load_split, own_data_paths
 from trex_ray.config import Config, ConfigError, dump_config, load_config
 from trex_ray.executor.context import TrialContext
 from trex_ray.executor.models import builtin_model_dir, check_model
-from trex_ray.llm_client import check_llm_config
+from trex_ray.llm_client import LLMAccount, check_llm_config
 from trex_ray.report.hub import check_push, hub_token, push_best, record_push
 from trex_ray.search.fit import FitCheck, ModelDims
+from trex_ray.search.inbox import Inbox
 from trex_ray.search.ledger import LEDGER_NAME, read_events
+from trex_ray.search.limits import DataRules, PlanGate, check_config
 from trex_ray.search.plan import TrialResources
 from trex_ray.search.request import TaskSpec
 from trex_ray.search.tree import Tree
@@ -40,7 +42,8 @@ CONFIG_NAME = "config.yaml"
 
 def preflight(cfg: Config) -> tuple[Task, TaskSpec]:
     """Validate the task, its data and the model; ConfigError names the first problem."""
-    check_llm_config(cfg.search.policy, cfg.llm)  # cheapest check first
+    check_llm_config(cfg.search.policy, cfg.llm)  # cheapest checks first
+    check_config(cfg)  # the config against the plan schema's bounds and its own limits
     check_storage(cfg.run.storage)
     task = resolve_task(cfg.task)
     paths = cfg.task.paths()
@@ -124,6 +127,14 @@ def _fit_check(cfg: Config) -> FitCheck | None:
     return FitCheck(dims, TrialResources.of(cfg.resources), cfg.resources.gpu_memory_gb)
 
 
+def _plan_gate(cfg: Config, task: Task) -> PlanGate:
+    """The run's limits on plans, with the data a plan may read: task:train, hub ids and the
+    user's extra sources, never the task's own files by path (search/limits.py)."""
+    rules = DataRules(task.id, allowed=tuple(Path(p).expanduser().resolve() for p in cfg.task.extra_sources),
+                      own=tuple(sorted(own_data_paths(task, cfg.task.paths()))))
+    return PlanGate(cfg.limits, TrialResources.of(cfg.resources), rules)
+
+
 def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str, Any]:
     """Run (or resume) a search to its end; returns the summary written to summary.json."""
     if cfg is not None:  # a task file's content goes into the run's config.yaml (load_config does it too)
@@ -153,12 +164,12 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
     from ray import tune
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from trex_ray.actors import Researcher, TreeState
-
+    from trex_ray.actors import LLMAccountActor, Researcher, TreeState
+    from trex_ray.executor.context import SharedAccount
     from trex_ray.executor.trial import trainable
     from trex_ray.report.live import LiveView, leaderboard
     from trex_ray.report.page import refresh_live
-    from trex_ray.searcher import TreeSearcher, TrialErrorCallback
+    from trex_ray.searcher import SteeringScheduler, TreeSearcher, TrialErrorCallback
     from trex_ray.trackers import tracker_callbacks
 
     s = cfg.search
@@ -169,12 +180,20 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
     # Ray could put them anywhere, and a lost worker node must cost a trial, not the search.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     state = TreeState.options(scheduling_strategy=here).remote(
-        str(run_dir), cfg, spec, _fit_check(cfg), partial(refresh_live, storage if is_remote(storage) else None))
-    researcher = Researcher.options(scheduling_strategy=here).remote(cfg, str(run_dir))
-    ctx = TrialContext.of(cfg, run_dir, storage)
+        str(run_dir), cfg, spec, _fit_check(cfg), partial(refresh_live, storage if is_remote(storage) else None),
+        _plan_gate(cfg, task))
+    # one LLM spend account for the Researcher and every trial's synthesize steps (no endpoint: no calls)
+    account = (LLMAccountActor.options(scheduling_strategy=here).remote(
+        *LLMAccount.caps(cfg.limits, cfg.llm), str(run_dir / "llm_spend.json")) if cfg.llm.base_url else None)
+    shared = SharedAccount(account) if account is not None else None
+    researcher = Researcher.options(scheduling_strategy=here).remote(cfg, str(run_dir), shared)
+    ctx = TrialContext.of(cfg, run_dir, storage, shared)
     store = RunStorage(storage)
+    inbox = Inbox(store)
+    inbox.heartbeat("running")
     view = LiveView(task.metric, s.max_trials, task.higher_is_better, s.budget, s.budget_unit)
     searcher = TreeSearcher(state, researcher, on_event=view.event)
+    steering = SteeringScheduler(state, searcher, inbox, cfg.run.steer_poll_s, account, view.event)
     concurrency = _concurrency(cfg)
     # prefetched trials wait in Tune for a slot (so a finished trial's slot is refilled at once)
     searcher.capacity = lambda: _concurrency(cfg) + s.prefetch_trials
@@ -188,7 +207,8 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
         tune_config=tune.TuneConfig(
             # Tune's cap is the configured maximum; the searcher holds back below it while the
             # cluster is smaller (its capacity is re-read as nodes join or leave).
-            search_alg=searcher, num_samples=-1, max_concurrent_trials=s.max_concurrent_trials + s.prefetch_trials,
+            search_alg=searcher, scheduler=steering, num_samples=-1,
+            max_concurrent_trials=s.max_concurrent_trials + s.prefetch_trials,
             reuse_actors=cfg.run.reuse_actors,
             trial_dirname_creator=lambda trial: f"{trial.config['node_id']}-{trial.trial_id}",
         ),
@@ -203,6 +223,7 @@ def _search(cfg: Config, run_dir: Path, task: Task, spec: TaskSpec, resumed: boo
     reason = searcher.finished_reason or "search ended"
     _select(cfg, ctx, state)
     tree: Tree = ray.get(state.close.remote(reason))
+    _close_inbox(inbox, state, reason)
     _copy_best(run_dir, tree)
     final = _final_evaluation(cfg, ctx, tree, task.metric)
     if final.get("merged_model_dir"):  # written where the final task ran: bring it to best/merged
@@ -246,6 +267,19 @@ def _drop_checkpoints(store: RunStorage, tree: Tree) -> None:
                 shutil.rmtree(Path(ckpt).parent, ignore_errors=True)
         except Exception as e:  # noqa: BLE001 - disk space, not results: never fatal
             log.warning("could not remove %s: %s", ckpt, e)
+
+
+def _close_inbox(inbox: Inbox, state: Any, reason: str) -> None:
+    """Say the run has finished, and answer what is still waiting (refused; status: the final
+    view). Never fatal: the run's results are what matters now."""
+    import ray
+
+    try:
+        inbox.heartbeat("finished", reason)
+        for cmd in inbox.pending():
+            inbox.answer(ray.get(state.steer.remote(cmd)))
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not close the steering inbox: %s", e)
 
 
 def _copy_best(run_dir: Path, tree: Tree) -> None:
@@ -324,6 +358,21 @@ def _write_reports(cfg: Config, task: Task, run_dir: Path, tree: Tree, summary: 
         log.exception("writing the report failed")
 
 
+def _why_no_success(tree: Tree, trials: list, reason: str) -> str | None:
+    """Why the run has no successful fine-tuning trial (None when it has one): the exit status
+    and the last line of the console say it."""
+    if tree.base_score is None:
+        root = tree.root
+        return f"the baseline evaluation did not succeed ({(root.failure if root else None) or reason})"
+    if any(n.status == "succeeded" for n in trials):
+        return None
+    failed = [n for n in trials if n.status == "failed"]
+    if not failed:
+        return f"no fine-tuning trial ran ({reason})"
+    first = min(failed, key=lambda n: n.finished_at or 0.0)
+    return f"all {len(failed)} fine-tuning trial(s) failed; the first, {first.id}: {(first.failure or '?')[:300]}"
+
+
 def _write_outputs(cfg: Config, task: Task, run_dir: Path, tree: Tree, reason: str, resumed: bool,
                    final: dict[str, Any] | None = None) -> dict[str, Any]:
     trials = [n for n in tree.by_status("succeeded", "failed") if n.parent_id is not None]
@@ -357,6 +406,8 @@ def _write_outputs(cfg: Config, task: Task, run_dir: Path, tree: Tree, reason: s
         **{k: v for k, v in final.items() if k not in ("base_test_score", "best_test_score")},
         "trials": len(trials),
         "failed_trials": sum(1 for n in trials if n.status == "failed"),
+        "succeeded_trials": sum(1 for n in trials if n.status == "succeeded"),
+        "no_success": _why_no_success(tree, trials, reason),
         "wall_seconds": round(events[-1]["ts"] - events[0]["ts"], 1),
         "stop_reason": reason,
         "resumed": resumed,

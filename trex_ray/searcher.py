@@ -3,10 +3,13 @@
 ``TreeSearcher`` runs inside the Tune driver loop, so every call must return quickly: it never
 waits on the Researcher. An expansion is fired as an async actor call and collected on a later
 ``suggest``; meanwhile ``suggest`` returns None, which Tune treats as "ask again soon".
+``SteeringScheduler`` runs in the same loop: it applies the user's steering commands and stops
+the trials that must stop (pruned, past their wall time, over the run's budget).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict
@@ -14,9 +17,12 @@ from typing import Any, Callable
 
 import ray
 from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from trex_ray.search.outcome import TrialOutcome
+from trex_ray.search.inbox import Inbox
+from trex_ray.search.outcome import Cost, TrialOutcome
 from trex_ray.search.request import Proposal
 from trex_ray.search.state import Handout
 
@@ -31,6 +37,7 @@ class TreeSearcher(Searcher):
         self.live: dict[str, str] = {}  # Tune trial id -> node id
         self._expansion: tuple[str, ray.ObjectRef] | None = None
         self.finished_reason: str | None = None
+        self.stopped: dict[str, str] = {}  # Tune trial id -> why the SteeringScheduler stopped it
         # trials the cluster can hold now (None: no limit beyond Tune's); re-read every few seconds
         self.capacity: Callable[[], int] | None = None
         self._capacity_cache: tuple[float, int] = (0.0, 0)
@@ -65,6 +72,8 @@ class TreeSearcher(Searcher):
                     "rung": asdict(reply.rung) if reply.rung else None, "resume_from": reply.resume_from,
                     "compare": {k: list(v) for k, v in reply.compare.items()}}
         if reply.done is not None:
+            if reply.running:  # not finished while trials run: a steering command may add budget
+                return None
             self.finished_reason = reply.done
             return Searcher.FINISHED
         if self._expansion is None:
@@ -99,6 +108,9 @@ class TreeSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         node_id = self.live.pop(trial_id, None)
+        if trial_id in self.stopped:  # the TreeState recorded why already (pruned, wall time, budget)
+            self.on_event("finished", {"node_id": node_id, "phase": "stopped", "error": self.stopped.pop(trial_id)})
+            return
         if node_id is None or error:
             return  # errors: TrialErrorCallback records them, with the trial's error text
         phase = (result or {}).get("phase")
@@ -109,7 +121,8 @@ class TreeSearcher(Searcher):
                       "rung": outcome.rung, "fidelity": outcome.fidelity, "interval": outcome.interval,
                       "paired": outcome.paired}
         elif phase == "failed":
-            ray.get(self.tree_state.fail.remote(node_id, result["error"]))
+            cost = Cost(**json.loads(result["cost"])) if result.get("cost") else None
+            ray.get(self.tree_state.fail.remote(node_id, result["error"], cost))
         else:
             ray.get(self.tree_state.fail.remote(node_id, f"trial ended without a result (last phase: {phase})"))
         # Diagnosis and insights run on the Researcher actor, which records them on the
@@ -144,3 +157,61 @@ class TrialErrorCallback(Callback):
         cause = f"infrastructure: trial failed after {trial.num_failures} attempt(s): {err or 'no error text'}"
         ray.get(self.tree_state.fail.remote(node_id, cause[-4000:]))
         self.on_event("finished", {"node_id": node_id, "phase": "failed", "error": cause})
+
+
+class SteeringScheduler(FIFOScheduler):
+    """Tune's FIFO scheduling, plus the run's steering. Tune calls ``choose_trial_to_run`` on
+    every turn of its loop, with the controller that can stop trials; every ``poll_s`` seconds
+    this applies the commands waiting in the run's inbox through the TreeState, answers them,
+    and stops the trials the TreeState says must stop. Tune's own stop waits for the trial to
+    report, which a trial deep in a training step or a data build may not do for minutes, so the
+    trial's actor is also killed: its slot is free within a second."""
+
+    HEARTBEAT_S = 10.0
+
+    def __init__(self, tree_state, searcher: TreeSearcher, inbox: Inbox | None, poll_s: float,
+                 account=None, on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        super().__init__()
+        self.tree_state, self.searcher, self.inbox, self.poll_s = tree_state, searcher, inbox, poll_s
+        self.account = account  # the run's LLM account actor, for status replies
+        self.on_event = on_event or (lambda kind, info: None)
+        self._last = self._beat = 0.0
+        self._since: dict[str, float] = {}  # Tune trial id -> when it was first seen RUNNING
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        now = time.time()
+        if now - self._last >= self.poll_s:
+            self._last = now
+            try:
+                self.tick(tune_controller, now)
+            except Exception as e:  # noqa: BLE001 - a storage hiccup must not stop the search
+                log.warning("steering: %s: %s", type(e).__name__, str(e)[:300])
+        return super().choose_trial_to_run(tune_controller)
+
+    def tick(self, tune_controller, now: float) -> None:
+        if self.inbox is not None:
+            for cmd in self.inbox.pending():
+                reply = ray.get(self.tree_state.steer.remote(cmd))
+                if reply.status is not None and self.account is not None:
+                    reply.status["llm_account"] = ray.get(self.account.snapshot.remote())
+                self.inbox.answer(reply)
+                self.on_event("steered", {"command": cmd.describe(), "by": cmd.by, "accepted": reply.accepted,
+                                          "message": reply.message})
+            if now - self._beat >= self.HEARTBEAT_S:
+                self._beat = now
+                self.inbox.heartbeat("running")
+        trials = {t.config["node_id"]: t for t in list(tune_controller.get_live_trials()) if t.config.get("node_id")}
+        for t in trials.values():
+            if t.status == Trial.RUNNING:
+                self._since.setdefault(t.trial_id, now)
+        since = {node_id: self._since.get(t.trial_id) for node_id, t in trials.items()}
+        for node_id, reason in ray.get(self.tree_state.enforce.remote(since)).items():
+            self.stop(tune_controller, trials[node_id], reason)
+
+    def stop(self, tune_controller, trial: Trial, reason: str) -> None:
+        log.info("stopping %s (%s): %s", trial.config.get("node_id"), trial.trial_id, reason)
+        self.searcher.stopped[trial.trial_id] = reason
+        actor = trial.temporary_state.ray_actor
+        tune_controller.stop_trial(trial)
+        if actor is not None:
+            ray.kill(actor, no_restart=True)

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
 # the driver's small files, mirrored to remote storage so any machine can resume the run
 MIRRORED = ("events.jsonl", "config.yaml", "tree.json", "summary.json", "report.html", "report.md",
-            "requirement.json", "llm_expansions.jsonl")
+            "requirement.json", "llm_expansions.jsonl", "llm_spend.json")
 
 
 def is_remote(uri: str | os.PathLike | None) -> bool:

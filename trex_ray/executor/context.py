@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Callable
 from ftbench.evaluate import evaluate
 from ftbench.task import Task, load_split
 from trex_ray.config import Config, LLMConfig, ModelConfig, TaskConfig
+from trex_ray.llm_client import LLMError, Usage
 from trex_ray.search.bad_cases import collect_bad_cases
 from trex_ray.search.outcome import Cost, TrialOutcome
 from trex_ray.search.plan import Plan, TrialResources
@@ -42,14 +44,16 @@ class TrialContext:
     storage: str | None = None
     resamples: int = 1000  # bootstrap resamples of the dev score's intervals
     confidence: float = 0.95  # their level
+    llm_account: "SharedAccount | None" = None  # the run's LLM spend account, for synthesize steps
 
     @classmethod
-    def of(cls, cfg: Config, run_dir: str | Path, storage: str | None) -> "TrialContext":
+    def of(cls, cfg: Config, run_dir: str | Path, storage: str | None,
+           llm_account: "SharedAccount | None" = None) -> "TrialContext":
         r = cfg.resources
         return cls(task=cfg.task.resolved(), model=cfg.model, llm=cfg.llm, resources=TrialResources.of(r),
                    run_dir=str(run_dir), dev_limit=cfg.task.dev_limit, eval_batch_size=cfg.train.eval_batch_size,
                    threads=max(1, int(r.cpus_per_trial)), max_failures=r.max_failures,
-                   max_preemptions=r.max_preemptions, storage=storage,
+                   max_preemptions=r.max_preemptions, storage=storage, llm_account=llm_account,
                    resamples=cfg.search.bootstrap_resamples, confidence=cfg.search.confidence)
 
     @property
@@ -64,6 +68,31 @@ class TrialContext:
     def recipe_cache(self) -> str:
         """The recipe cache every node of the cluster shares."""
         return RunStorage(self.storage_root).uri_for("recipe_cache")
+
+
+class SharedAccount:
+    """The run's one ``LLMAccount``, held by a Ray actor (``actors.LLMAccountActor``), as any
+    process sees it: the Researcher's client and every trial's synthesize steps charge the same
+    account, so the run's LLM limits hold across workers. Picklable (an actor handle): it
+    travels in the TrialContext and to the Researcher actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def why_spent(self) -> str | None:
+        import ray
+
+        return ray.get(self.handle.why_spent.remote())
+
+    def check(self) -> None:
+        why = self.why_spent()
+        if why:
+            raise LLMError(why)
+
+    def charge(self, usage: Usage, who: str) -> None:
+        import ray
+
+        ray.get(self.handle.charge.remote(usage, who))
 
 
 def node_dir(ctx: TrialContext, node_id: str) -> Path:
@@ -135,12 +164,28 @@ def read_predictions(uri_or_path: str) -> dict[str, str]:
     return {str(r["id"]): r["prediction"] if isinstance(r["prediction"], str) else "" for r in recs}
 
 
-def accelerator_seconds(wall0: float, cpu0: float, gpus: float, workers: int = 1) -> float:
-    """What a run used of its accelerators since (``wall0``, ``cpu0``): GPU-seconds (wall time x
-    GPUs held) on GPUs, else this process's CPU-seconds (every thread; the trial's work runs here)."""
-    if gpus > 0:
-        return round((time.time() - wall0) * gpus * workers, 2)
-    return round((time.process_time() - cpu0) * workers, 2)
+class AcceleratorClock:
+    """A trial's accelerator-seconds (``search/spend.py``): GPU-seconds where it holds GPUs
+    (wall x GPUs reserved), else the CPU time of this process and the processes it waited for
+    (data workers); a multi-worker CPU trial, whose workers are other processes, is charged wall
+    x the CPUs its workers reserve."""
+
+    def __init__(self, res: TrialResources) -> None:
+        self.res, self.t0, self.cpu0 = res, time.time(), self._cpu()
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def read(self) -> Cost:
+        wall = time.time() - self.t0
+        r = self.res
+        if r.gpus_per_worker > 0:
+            return Cost(wall_seconds=round(wall, 2), accelerator_seconds=round(wall * r.num_workers * r.gpus_per_worker, 2),
+                        accelerator="gpu")
+        used = wall * r.num_workers * r.cpus_per_worker if r.distributed else self._cpu() - self.cpu0
+        return Cost(wall_seconds=round(wall, 2), accelerator_seconds=round(used, 2), accelerator="cpu")
 
 
 def score_on_dev(task: Task, model: Any, tok: Any, plan: Plan, node_id: str, ctx: TrialContext, out: Path,

@@ -17,7 +17,7 @@ from importlib import resources as package_files
 from pathlib import Path
 from typing import Any
 
-from trex_ray.executor.context import (TrialContext, accelerator_seconds, checkpoint_dir, node_dir, score_on_dev,
+from trex_ray.executor.context import (TrialContext, checkpoint_dir, node_dir, score_on_dev,
                                        warm_start_dir)
 from trex_ray.search.halving import Rung
 from trex_ray.search.outcome import Cost, TrialOutcome
@@ -88,7 +88,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from trex_ray.recipes.build import build_recipe
     from trex_ray.tasks import resolve_task
 
-    t0, cpu0 = time.time(), time.process_time()
+    t0 = time.time()
     ctx: TrialContext = config["context"]
     plan: Plan = config["plan"]
     res: TrialResources = config["resources"]
@@ -100,7 +100,8 @@ def train_loop(config: dict[str, Any]) -> None:
     task = resolve_task(ctx.task)
     model_path = resolve_model(ctx.model)
     # every rank builds the same (seeded) recipe; the shared cache makes all but the first a read
-    dataset, stats = build_recipe(plan.recipe, task, ctx.paths, cache_dir=ctx.recipe_cache, llm=ctx.llm)
+    dataset, stats = build_recipe(plan.recipe, task, ctx.paths, cache_dir=ctx.recipe_cache, llm=ctx.llm,
+                                  account=ctx.llm_account, who=f"synthesis:{node_id}")
     out = node_dir(ctx, node_id)
 
     def on_log(entry: dict[str, Any]) -> None:
@@ -136,12 +137,12 @@ def train_loop(config: dict[str, Any]) -> None:
     stats.update(tr.stats(), resumed_from_checkpoint=checkpoint is not None, workers=res.num_workers,
                  zero_stage=res.zero_stage)
     arts = {"model": tr.model_dir, **({"checkpoint": tr.checkpoint} if tr.checkpoint else {})}
+    llm = stats.get("llm_spent") or {}
     outcome = score_on_dev(task, model, tok, plan, node_id, ctx, out,
-                           Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens, examples=tr.examples),
+                           Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens, examples=tr.examples,
+                                llm_tokens=int(llm.get("tokens", 0)), llm_cost=float(llm.get("cost", 0.0))),
                            arts, stats, t0, dev_limit=rung.dev_limit if rung is not None else None,
                            compare=config.get("compare"))
-    # every worker held the same share: rank 0's use stands for each of them
-    outcome.cost.accelerator_seconds = accelerator_seconds(t0, cpu0, res.gpus_per_worker, res.num_workers)
     outcome.rung, outcome.fidelity = (rung.index, rung.fraction) if rung is not None else (0, 1.0)
     # The outcome travels through the run's storage (written last, atomically): Train keeps
     # only checkpoint-bound metrics, and rank 0 may run on another node than the trial.

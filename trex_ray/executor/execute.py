@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable
 
 from ftbench.evaluate import load_model
-from trex_ray.executor.context import (TrialContext, accelerator_seconds, checkpoint_dir, node_dir, score_on_dev,
+from trex_ray.executor.context import (AcceleratorClock, TrialContext, checkpoint_dir, node_dir, score_on_dev,
                                        warm_start_dir)
 from trex_ray.search.halving import Rung
 from trex_ray.search.outcome import Cost, TrialOutcome
@@ -40,7 +40,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
     from trex_ray.executor.models import resolve_model
     from trex_ray.executor.train import Hardware
 
-    t0, cpu0 = time.time(), time.process_time()
+    t0, clock = time.time(), AcceleratorClock(plan.resources or ctx.resources)
     torch.set_num_threads(max(1, ctx.threads))
     report = on_progress or (lambda _: None)
     out = node_dir(ctx, node_id)
@@ -59,7 +59,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         from trex_ray.recipes.build import build_recipe  # datasets is heavy: import on the worker only
 
         dataset, stats = build_recipe(plan.recipe, task, ctx.paths, ctx.recipe_cache, num_proc=ctx.threads,
-                                      llm=ctx.llm)
+                                      llm=ctx.llm, account=ctx.llm_account, who=f"synthesis:{node_id}")
         report({"phase": "train", "step": 0, "rows": len(dataset)})
 
         def on_log(entry: dict[str, Any]) -> None:
@@ -72,7 +72,9 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
         resume = checkpoint_dir(ctx, node_id, resume_from, stats)
         model, tok, tr = fine_tune(plan.training, model_path, dataset, out, on_log, trust, init_from=init,
                                    resume_from=resume, stop_at=stop, hardware=hw)
-        cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens, examples=tr.examples)
+        llm = stats.get("llm_spent") or {}
+        cost = Cost(train_samples=tr.train_samples, train_tokens=tr.train_tokens, examples=tr.examples,
+                    llm_tokens=int(llm.get("tokens", 0)), llm_cost=float(llm.get("cost", 0.0)))
         artifacts["model"] = tr.model_dir
         if tr.checkpoint:
             artifacts["checkpoint"] = tr.checkpoint
@@ -80,6 +82,7 @@ def execute(plan: Plan, node_id: str, ctx: TrialContext, on_progress: Progress |
     outcome = score_on_dev(task, model, tok, plan, node_id, ctx, out, cost, artifacts, stats, t0,
                            on_batch=lambda done, total: report({"phase": "eval", "evaluated": done, "total": total}),
                            dev_limit=rung.dev_limit if rung is not None else None, compare=compare)
-    outcome.cost.accelerator_seconds = accelerator_seconds(t0, cpu0, ctx.resources.gpus_per_worker)
+    spent = clock.read()  # the trainable's own clock replaces this for Tune trials (failures included)
+    outcome.cost.accelerator_seconds, outcome.cost.accelerator = spent.accelerator_seconds, spent.accelerator
     outcome.rung, outcome.fidelity = (rung.index, rung.fraction) if rung is not None else (0, 1.0)
     return outcome

@@ -8,19 +8,22 @@ which ``FailureConfig`` retries.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 import traceback
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
 from ray import tune
 from ray.tune import PlacementGroupFactory
 
-from trex_ray.executor.context import TrialContext
+from trex_ray.executor.context import AcceleratorClock, TrialContext
 from trex_ray.executor.execute import execute
 from trex_ray.search.halving import Rung
+from trex_ray.search.outcome import Cost
 from trex_ray.search.plan import TrialResources, parse_plan
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ def trainable(ctx: TrialContext) -> Any:
     return tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), partial(trial_resources, ctx.resources))
 
 
+
+
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     import datasets
     import transformers
@@ -58,18 +63,21 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     transformers.logging.set_verbosity_error()
     os.environ.setdefault("OMP_NUM_THREADS", str(ctx.threads))
     node_id = config["node_id"]
-    last = [0.0]
+    last: list[Any] = [0.0, None]  # when the last report went, and its phase
 
     def progress(update: dict[str, Any]) -> None:
         now = time.time()
         final_step = update.get("phase") == "train" and update.get("step") == update.get("max_steps")
-        if now - last[0] >= REPORT_EVERY_S or final_step or update.get("phase") == "data":
-            last[0] = now
+        # a new phase is always reported: the live view and the trial's results show where it is
+        if now - last[0] >= REPORT_EVERY_S or final_step or update.get("phase") != last[1]:
+            last[0], last[1] = now, update.get("phase")
             tune.report({"node_id": node_id, **update})
 
+    clock = AcceleratorClock(ctx.resources)
     try:
         plan = parse_plan(config["plan"])
         res = plan.resources or ctx.resources
+        clock.res = res
         run = {"init_from": config.get("init_from"), "rung": Rung(**config["rung"]) if config.get("rung") else None,
                "resume_from": config.get("resume_from"),
                "compare": {k: (v[0], v[1]) for k, v in (config.get("compare") or {}).items()}}
@@ -82,7 +90,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     except Exception as e:  # the plan's own failure: record it, do not retry
         log.warning("node %s failed: %s", node_id, e)
         tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],
-                     "traceback": traceback.format_exc()[-4000:]})
+                     "traceback": traceback.format_exc()[-4000:], "cost": json.dumps(asdict(clock.read()))})
         return
+    spent = clock.read()
+    outcome.cost.accelerator_seconds, outcome.cost.accelerator = spent.accelerator_seconds, spent.accelerator
     # Tune flattens nested result dicts for searchers; the outcome travels as one JSON string.
     tune.report({"node_id": node_id, "phase": "done", "score": outcome.score, "outcome": outcome.to_json()})

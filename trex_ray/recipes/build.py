@@ -78,15 +78,17 @@ def _label_counts(ds: datasets.Dataset) -> dict[str, int]:
 
 def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
                  cache_dir: str | os.PathLike | None = None, *, num_proc: int = 1,
-                 limit: int | None = None, llm: LLMConfig | None = None
-                 ) -> tuple[datasets.Dataset, dict[str, Any]]:
+                 limit: int | None = None, llm: LLMConfig | None = None, account: Any = None,
+                 who: str = "synthesis") -> tuple[datasets.Dataset, dict[str, Any]]:
     """(dataset of prompt/completion rows, statistics). Raises RecipeError naming the step.
 
     ``cache_dir``: where step outputs are cached (none when None). ``num_proc``: worker
     processes for map/filter on large inputs. ``limit``: read only the first rows of each source
     (the dry run); such builds are never cached, and their synthesize steps are validated
     without calling the LLM. ``llm``: the run's ``[llm]`` config (LLMConfig fields), which
-    synthesize steps use; None: a synthesize step fails (dry runs aside).
+    synthesize steps use; None: a synthesize step fails (dry runs aside). ``account``: the run's
+    LLM spend account they charge (``who`` names the trial); ``stats["llm_spent"]`` is what
+    this build spent (cached steps cost nothing again).
     """
     t0 = time.time()
     paths = paths or {}
@@ -109,7 +111,7 @@ def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
         rows_in = 0 if ds is None else len(ds)
         par = num_proc if num_proc > 1 and rows_in >= PARALLEL_MIN_ROWS else None
         try:
-            ds, extra = _run_step(step, ds, recipe, task, paths, where, par, limit, stats, llm)
+            ds, extra = _run_step(step, ds, recipe, task, paths, where, par, limit, stats, llm, account, who)
         except RecipeError:
             raise
         except TaskDataError as e:
@@ -134,13 +136,17 @@ def build_recipe(recipe: Recipe, task: Task, paths: dict | None = None,
         stats["labels"] = _label_counts(ds)
     stats["rows"] = len(ds)
     stats["cache"] = {"hits": start, "misses": len(recipe.steps) - start} if cache else "off"
+    spent = [s["llm"] for s in stats["steps"][start:] if isinstance(s.get("llm"), dict)]
+    stats["llm_spent"] = {"tokens": sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in spent),
+                          "cost": round(sum(u.get("cost", 0.0) for u in spent), 6)}
     stats["seconds"] = round(time.time() - t0, 2)
     return ds, stats
 
 
 def _run_step(step: Any, ds: datasets.Dataset | None, recipe: Recipe, task: Task, paths: dict,
               where: str, num_proc: int | None, limit: int | None,
-              stats: dict[str, Any], llm: LLMConfig | None = None) -> transforms.Result:
+              stats: dict[str, Any], llm: LLMConfig | None = None, account: Any = None,
+              who: str = "synthesis") -> transforms.Result:
     if isinstance(step, LoadOp):
         return load_source(step, task, paths, where, limit, stats), {}
     if isinstance(step, MixOp):
@@ -160,6 +166,6 @@ def _run_step(step: Any, ds: datasets.Dataset | None, recipe: Recipe, task: Task
         out, _ = transforms.format_rows(ds, step, where, num_proc)
         return out, extra
     if isinstance(step, SynthesizeOp):
-        return synth.synthesize(ds, step, where, llm, dry_run=limit is not None)
+        return synth.synthesize(ds, step, where, llm, dry_run=limit is not None, account=account, who=who)
     return ROW_OPS[step.op](ds, step, where, num_proc)
 

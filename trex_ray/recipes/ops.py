@@ -8,6 +8,9 @@ single schema; execution lives in ``trex_ray.recipes.build`` (imported only on t
 
 from __future__ import annotations
 
+import re
+import string
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -31,6 +34,27 @@ class _Strict(BaseModel):
 
 
 # ---------------------------------------------------------------- sources
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
+# datasets' packaged builders read local files given to them: never a hub id of a plan
+PACKAGED_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas", "sql", "xml", "imagefolder",
+                               "audiofolder", "videofolder", "webdataset", "generator", "spark", "cache"})
+
+
+def hub_id_problem(repo: str, check_local: bool = True) -> str | None:
+    """Why ``hub:<repo>`` is not a Hugging Face Hub dataset id a plan may load, or None.
+    ``datasets.load_dataset`` also loads local folders and files: a path (absolute, relative,
+    ``~``, ``..``) or a name that exists on this machine (``check_local``) would read local data
+    through ``hub:``, so neither is allowed; local data comes only from the user's
+    ``task.extra_sources``, by path."""
+    if not HUB_ID.fullmatch(repo) or ".." in repo:
+        return f"hub:{repo[:200]} is not a Hub dataset id (owner/name): hub: never reads local paths"
+    if repo.lower() in PACKAGED_BUILDERS:
+        return f"hub:{repo} names a datasets file loader, not a Hub dataset"
+    if check_local and Path(repo).expanduser().exists():
+        return f"hub:{repo} names a local path on this machine: hub: never reads local data"
+    return None
+
+
 class Source(_Strict):
     """Where rows come from: ``task:train`` (the task's train split), a local file
     (``.jsonl``/``.json``/``.csv``/``.parquet``/``.arrow``, or a ``save_to_disk`` folder), or

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ftbench.task import SPLITS, Task, TaskDataError, load_split
 from ftbench.taskfile import TaskFileLoader
-from trex_ray.recipes.ops import MixOp, RecipeError, Source
+from trex_ray.recipes.ops import MixOp, RecipeError, Source, hub_id_problem
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ def _read_local(p: Path, where: str) -> pa.Table:
 
 def _read_hub(src: Source, where: str) -> pa.Table:
     repo = src.source[len("hub:"):]
+    problem = hub_id_problem(repo)  # checked on the driver too; here again, where the read happens
+    if problem:
+        raise RecipeError(f"{where}: {problem}")
     try:
         ds = datasets.load_dataset(repo, src.config, split=src.split, revision=src.revision)
     except Exception as e:  # offline, unknown id, gated: all the same to the user

@@ -163,9 +163,11 @@ def _is_copy(values: dict[str, Any], examples: list[dict[str, Any]], label_colum
 
 
 def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: LLMConfig | None,
-               dry_run: bool = False) -> Result:
+               dry_run: bool = False, account: Any = None, who: str = "synthesis") -> Result:
     """The current rows plus (or replaced by) the validated synthetic ones, and the step's
-    statistics. ``dry_run``: validate only, no LLM call, rows unchanged."""
+    statistics. ``dry_run``: validate only, no LLM call, rows unchanged. ``account``: the run's
+    LLM spend account every call charges (``who`` names the trial); once it is spent the step
+    fails with that cause."""
     labels, originals = _check_columns(ds, step, where)
     if dry_run:
         return ds, {"synthetic": "skipped (dry run: validated only, no LLM call)"}
@@ -173,7 +175,7 @@ def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: LLMCon
         raise RecipeError(f"{where}: synthesize needs an LLM, but the run's config sets no "
                           f"{'llm.base_url' if llm is None or not llm.base_url else 'llm.model'}")
     try:
-        client = LLMClient(llm)
+        client = LLMClient(llm, account, who)
     except LLMError as e:
         raise RecipeError(f"{where}: {e} (on a cluster, pass it to the workers in runtime_env env_vars)") from None
     model = row_model(step.target_columns, step.label_column, labels, step.max_chars)
@@ -204,6 +206,8 @@ def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: LLMCon
         except LLMError as e:
             if "empty answer" in str(e):
                 return None, "empty"  # the endpoint works; this answer is just unusable
+            if not client.budget_left():
+                return None, "budget_spent"
             failures.append(str(e))
             if len(failures) > max_failures:
                 stop.set()  # the endpoint is down or refusing: stop spending time on it
@@ -237,6 +241,10 @@ def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: LLMCon
             "rejected_by": dict(sorted(reasons.items())), "copies": copies, "model": llm.model}
     log.info("%s: %d of %d synthetic rows valid (%s); %d calls, %d+%d tokens", where, len(new_rows), step.n,
              info["rejected_by"], usage["calls"], usage["prompt_tokens"], usage["completion_tokens"])
+    if len(new_rows) < MIN_ACCEPTED * step.n and reasons.get("budget_spent"):
+        spent = account.why_spent() if account is not None else f"llm.max_cost {llm.max_cost} spent"
+        raise RecipeError(f"{where}: {spent}; {reasons['budget_spent']} of {step.n} synthetic rows were not "
+                          f"asked for (only {len(new_rows)} written)")
     if len(new_rows) < MIN_ACCEPTED * step.n:
         why = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
         raise RecipeError(f"{where}: only {len(new_rows)} of {step.n} synthetic rows were valid (rejected: {why}); "

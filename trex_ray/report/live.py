@@ -42,6 +42,9 @@ class LiveView:
             log.info("planned %s under %s (%s%s)", ", ".join(info["children"]) or "nothing", node, info["source"], note)
         elif kind == "finished":
             self._finished(node, info)
+        elif kind == "steered":
+            verdict = "applied" if info["accepted"] else "REFUSED"
+            log.info("steer   %s by %s: %s: %s", info["command"], info["by"], verdict, info["message"])
 
     def _progress(self, node: str, r: dict[str, Any]) -> None:
         phase = r.get("phase")
@@ -76,6 +79,8 @@ class LiveView:
             vs_text = f", {vs['value']:+.4f}{interval_text(vs)} vs {vs['node']}" if vs else ""
             log.info("done    %-4s %s=%.4f%s%s%s r%d%s in %.0fs", node, self.metric, score, iv, delta, vs_text, rung,
                      "" if full else " (proxy)", cost.get("wall_seconds", 0))
+        elif r.get("phase") == "stopped":
+            log.info("STOPPED %-4s %s", node, " ".join(str(r.get("error", "")).split())[:300])
         else:
             self.failed += 1
             # one line per event: a multi-line error (a traceback's tail) is folded onto it
@@ -109,3 +114,42 @@ def leaderboard(tree: Tree, metric: str) -> str:
     if tree.selection:
         lines.append(f"* chosen by the final selection: {tree.selection.get('reason', '')}")
     return "\n".join(lines)
+
+
+def render_status(view: dict[str, Any]) -> str:
+    """``steer status``: the run's state and spend, then every node (best first) with what its
+    branch spent, then the latest steering commands."""
+    t, sp = view["trials"], view["spend"]
+    budget = view.get("accelerator_budget_seconds")
+    lines = [f"run {view['state']}: trials {t['started']}/{t['max']} started, {t['running']} running, "
+             f"{t['planned']} planned; base {view['metric']} {_num(view.get('base_score'))}",
+             f"spend: {sp['accelerator_seconds']:.0f}{f' of {budget:.0f}' if budget is not None else ''} "
+             f"accelerator-seconds, {sp['train_samples']} examples / {sp['train_tokens']} tokens trained, "
+             f"LLM {sp['llm_tokens']} tokens (cost {sp['llm_cost']:.4f})"]
+    account = view.get("llm_account")
+    if account:
+        total = account["total"]
+        caps = [f"{account['max_tokens']} tokens" if account.get("max_tokens") else "",
+                f"cost {account['max_cost']:g}" if account.get("max_cost") is not None else ""]
+        caps_text = " / ".join(c for c in caps if c) or "no limit"
+        lines.append(f"LLM account: {total['prompt_tokens'] + total['completion_tokens']} tokens, cost "
+                     f"{total['cost']:.4f} in {total['calls']} calls (limit {caps_text})"
+                     + (f"; SPENT: {account['spent']}" if account.get("spent") else ""))
+    head = (f"{'node':<6}{'parent':<7}{'status':<10}{'direction':<16}{view['metric'][:9]:>9} {'Δbase':>8} "
+            f"{'accel-s':>9} {'branch':>9} {'llm tok':>8}  flags")
+    lines += ["", head, "-" * len(head)]
+    for n in view["nodes"]:
+        flags = " ".join(f for f, on in (("pinned", n["pinned"]), ("pruned-by-user", n["cut"]),
+                                         (f"{n['notes']} note(s)", n["notes"])) if on)
+        lines.append(f"{n['id']:<6}{n['parent'] or '-':<7}{n['status']:<10}{n['direction']:<16}{_num(n['score']):>9} "
+                     f"{_num(n['delta'], '+.4f'):>8} {n['accelerator_seconds']:>9.1f} "
+                     f"{n['branch_accelerator_seconds']:>9.1f} {n['branch_llm_tokens']:>8}  {flags}")
+    if view.get("steering"):
+        lines += ["", "steering (latest):"]
+        lines += [f"  {e['command']} by {e['by']}" + (f" -- refused: {e['refused']}" if e.get("refused") else "")
+                  for e in view["steering"]]
+    return "\n".join(lines)
+
+
+def _num(x: float | None, fmt: str = ".4f") -> str:
+    return "-" if x is None else format(x, fmt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from trex_ray.report.data import RunData
 
@@ -26,8 +26,9 @@ HIGHLIGHTS = (("search", "max_trials"), ("search", "max_concurrent_trials"), ("s
               ("resources", "cpus_per_trial"), ("resources", "gpus_per_trial"))
 
 
-def render_markdown(run: RunData) -> str:
-    """The PR-ready summary: task, model, scores, the best node's lineage, leaderboard, config."""
+def render_markdown(run: RunData, sections: Sequence[str] = ()) -> str:
+    """The PR-ready summary: task, model, scores, the best node's lineage, leaderboard, config;
+    ``sections``: further lines after the leaderboard (spend and steering, report/steering.py)."""
     s, tree, best = run.summary, run.tree, run.best
     lines = [f"## TREX-Ray run `{cell(run.run_dir.name)}`", "",
              f"- **Task:** `{cell(run.task)}` (metric: {run.metric}, {'higher' if run.higher_is_better else 'lower'} is better)",
@@ -67,6 +68,7 @@ def render_markdown(run: RunData) -> str:
         lines += ["", f"**Compute:** {compute['example_epochs']} example-epochs, {compute['accelerator_seconds']} "
                       f"accelerator-seconds ({per or 'no trials'})"
                   + (f"; budget {compute['budget']:g} {compute['budget_unit'].replace('_', '-')}" if compute.get("budget") else "")]
+    lines += list(sections)
     if run.config is not None:
         found = [(f"{a}.{b}", getattr(getattr(run.config, a), b)) for a, b in HIGHLIGHTS]
         lines += ["", "### Config highlights", "", *(f"- `{k}` = `{cell(v)}`" for k, v in found)]

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from trex_ray.report.data import RunData, best_so_far, load_run
-from trex_ray.report.markdown import render_markdown
+from trex_ray.report.markdown import cell, render_markdown
+from trex_ray.report.steering import notes_of, spend_by_node, spend_figure, spend_line, steering_html, steering_markdown
 from trex_ray.search.tree import Node, Tree
 
+LIVE_REFRESH_S = 15  # seconds between reloads of the page while the run goes
 STATUS_STYLE = {  # marker symbol and colour of nodes without a score to colour them by
     "failed": ("x", "#d62728"),
     "pruned": ("circle-open", "#9e9e9e"),
@@ -219,14 +221,20 @@ def render_html(run: RunData) -> str:
 
     data = {"nodes": [n.to_dict() for n in run.tree.nodes.values()], "metric": run.metric,
             "base": run.tree.base_score, "best": run.best.id if run.best else None,
+            "spend": spend_by_node(run.tree), "notes": notes_of(run.tree),
             "figures": {"tree": tree_figure(run), "by_trial": progress_figure(run, "trial", "trial number"),
                         "by_compute": progress_figure(run, "compute_s", "cumulative compute (wall seconds)"),
-                        "scores": scores_figure(run)}}
+                        "scores": scores_figure(run),
+                        "tree_spend": spend_figure(run.tree, layout(run.tree))}}
+    # while the run goes the page reloads itself (it is rewritten as trials end); finished, it stays
+    refresh = "" if run.finished else f'<meta http-equiv="refresh" content="{LIVE_REFRESH_S}">'
     parts = {"TITLE": html.escape(f"TREX-Ray report — {run.run_dir.name}"), "SUMMARY": _summary_html(run),
              "LEADERBOARD": _leaderboard_html(run), "INSIGHTS": _insights_html(run), "CONFIG": html.escape(run.config_text or "(no config.yaml)"),
-             "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs()}
+             "DATA": safe_json(data), "PLOTLYJS": get_plotlyjs(), "REFRESH": refresh, "STEERING": steering_html(run.tree),
+             "SPEND": html.escape(spend_line(run.tree, run.config))}
     # one pass, so a placeholder-like string inside run text is never substituted itself
-    return re.sub(r"%(TITLE|SUMMARY|LEADERBOARD|INSIGHTS|CONFIG|DATA|PLOTLYJS)%", lambda m: parts[m.group(1)], PAGE)
+    return re.sub(r"%(TITLE|SUMMARY|LEADERBOARD|INSIGHTS|CONFIG|DATA|PLOTLYJS|REFRESH|STEERING|SPEND)%",
+                  lambda m: parts[m.group(1)], PAGE)
 
 
 def refresh_live(storage: str | None, run_dir: Path, tree: Tree) -> None:
@@ -244,7 +252,8 @@ def write_report(run_dir: str | os.PathLike, tree: Tree | None = None) -> Path:
     ``tree``: the live tree, when the caller holds it (else the ledger is replayed)."""
     run = load_run(run_dir, tree)
     out = run.run_dir / "report.html"
-    for path, text in ((out, render_html(run)), (run.run_dir / "report.md", render_markdown(run))):
+    md = render_markdown(run, steering_markdown(run.tree, run.config, cell))
+    for path, text in ((out, render_html(run)), (run.run_dir / "report.md", md)):
         tmp = path.with_suffix(path.suffix + ".tmp")  # readers never see a half-written page
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
@@ -252,7 +261,7 @@ def write_report(run_dir: str | os.PathLike, tree: Tree | None = None) -> Path:
 
 
 PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
+<html lang="en"><head><meta charset="utf-8">%REFRESH%<title>%TITLE%</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:16px;color:#222;background:#fff}
 h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:18px 0 6px}
@@ -275,6 +284,11 @@ tr.failed{color:#d62728} tr.pruned,tr.planned{color:#999} tr.selected{background
 %LEADERBOARD%
 <h2>Distilled insights</h2>
 %INSIGHTS%
+<h2>Spend per branch</h2>
+<p id="spend">%SPEND%</p>
+<div id="tree_spend"></div>
+<h2>Steering history</h2>
+%STEERING%
 <h2>Best score so far</h2>
 <div class="charts"><div id="by_trial"></div><div id="by_compute"></div></div>
 <h2>Scores with their intervals</h2>
@@ -287,7 +301,7 @@ tr.failed{color:#d62728} tr.pruned,tr.planned{color:#999} tr.selected{background
 const RUN = JSON.parse(document.getElementById("run-data").textContent);
 const NODES = Object.fromEntries(RUN.nodes.map(n => [n.id, n]));
 const CONF = {displaylogo: false, responsive: true};
-for (const id of ["tree", "by_trial", "by_compute", "scores"]) {
+for (const id of ["tree", "by_trial", "by_compute", "scores", "tree_spend"]) {
   const f = RUN.figures[id];
   Plotly.newPlot(id, f.data, f.layout, CONF);
 }
@@ -319,6 +333,9 @@ function show(id) {
     ["reward", fmt(n.reward)], ["proposed by", n.source], ["visits", n.visits]]));
   if (n.failure) { d.appendChild(el("h4", n.status === "pruned" ? "Pruned" : "Failure")); d.appendChild(el("pre", n.failure)); }
   if (n.diagnosis) { d.appendChild(el("h4", "Diagnosis")); d.appendChild(el("pre", n.diagnosis)); }
+  for (const note of (RUN.notes[id] || [])) { d.appendChild(el("h4", "Note from " + (note.by || "the user"))); d.appendChild(el("pre", note.text)); }
+  if ((n.clipped || []).length) { d.appendChild(el("h4", "Clipped to the run's limits")); d.appendChild(el("pre", n.clipped.join("\\n"))); }
+  if (RUN.spend[id]) { d.appendChild(el("h4", "Branch spend")); d.appendChild(kv(Object.entries(RUN.spend[id]))); }
   d.appendChild(el("h4", "Rationale")); d.appendChild(el("div", n.plan.rationale || "-"));
   const curve = (n.recipe_stats || {}).loss_curve || [];
   d.appendChild(el("h4", "Training loss"));
@@ -338,7 +355,8 @@ function show(id) {
   for (const tr of document.querySelectorAll("#leaderboard tbody tr"))
     tr.classList.toggle("selected", tr.dataset.node === id);
 }
-document.getElementById("tree").on("plotly_click", ev => { if (ev.points.length) show(ev.points[0].customdata); });
+for (const id of ["tree", "tree_spend"])
+  document.getElementById(id).on("plotly_click", ev => { if (ev.points.length) show(ev.points[0].customdata); });
 for (const tr of document.querySelectorAll("#leaderboard tbody tr")) tr.addEventListener("click", () => show(tr.dataset.node));
 </script>
 </body></html>

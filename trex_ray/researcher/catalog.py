@@ -125,18 +125,12 @@ def describe_file(path: Path) -> tuple[int | None, list[str], list[dict[str, str
 
 def _task_entries(task_or_name: "str | Task", paths: dict[str, str | None]) -> tuple[list[CatalogEntry], set[Path]]:
     """Entries for the task's own splits, and the files/folders they come from (to skip later)."""
-    from ftbench.task import TaskDataError, load_split
-    from ftbench.taskfile import TaskFileLoader
+    from ftbench.task import TaskDataError, load_split, own_data_paths
     from ftbench.tasks import get_task
 
     task = get_task(task_or_name) if isinstance(task_or_name, str) else task_or_name
     clean = {k: v for k, v in paths.items() if v}
-    own: set[Path] = {Path(v).expanduser().resolve() for v in clean.values()}
-    folder = clean.get("data_dir") or task.local_dir
-    if folder is not None:
-        own.add(Path(folder).expanduser().resolve())
-    if isinstance(task.hub_loader, TaskFileLoader):  # a task file's own data files and folder
-        own |= {p.resolve() for p in task.hub_loader.local_paths()}
+    own = own_data_paths(task, clean)
     out = []
     for split in ("train", "dev", "test"):
         try:

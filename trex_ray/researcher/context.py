@@ -15,7 +15,7 @@ from trex_ray.config import TrainConfig
 from trex_ray.llm_client import estimate_tokens
 from trex_ray.search.plan import template_fields
 from trex_ray.search.request import ExpansionRequest, TaskSpec
-from trex_ray.untrusted import CLOSE, OPEN, fence
+from trex_ray.untrusted import CLOSE, OPEN, fence, quote
 
 KEEP_KEY_NODES = 2  # key nodes kept until everything else optional is gone
 FIELD_CAP = 300  # characters of any one free-text field (rationale, failure, diagnosis)
@@ -83,6 +83,21 @@ def _insight_line(item: dict[str, Any]) -> str:
                       ensure_ascii=False)
 
 
+MAX_GUIDANCE = 6  # the user's most recent notes shown (each at most steering.MAX_NOTE characters)
+
+
+def render_guidance(notes: list[dict[str, Any]]) -> str:
+    """The notes the person running the search left on the selected node and the nodes above it
+    (``steer annotate``), quoted as their words, outside the untrusted-data block: they are the
+    user's guidance, not data and not this program's instructions."""
+    if not notes:
+        return ""
+    lines = [f"- on {n['node']}, from {quote(str(n.get('by') or 'the user'))}: {quote(n['text'])}"
+             for n in notes[-MAX_GUIDANCE:]]
+    return ("USER GUIDANCE (notes the person running this search wrote about the selected node or the nodes "
+            "above it; follow them when choosing the direction and the plans, within the rules):\n" + "\n".join(lines))
+
+
 def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_tokens: int) -> str:
     """The prompt's data block, at most ``max_tokens`` (estimated) long.
 
@@ -91,7 +106,17 @@ def render_context(request: ExpansionRequest, requirement: dict[str, Any], max_t
     then the rest of the key nodes and the existing children; as a last resort the text is cut.
     Diagnoses ride on each node's line (clipped like any free text). The selected node (with its
     full plan) and the requirement spec are what an expansion cannot do without, so they come first.
+    The user's guidance (``render_guidance``) follows the block and is never dropped.
     """
+    mem = request.memory
+    guidance = render_guidance(mem.get("user_notes") or [])
+    if not guidance:
+        return _render_block(request, requirement, max_tokens)
+    room = max(200, max_tokens - estimate_tokens(guidance) - 1)
+    return _render_block(request, requirement, room) + "\n" + guidance
+
+
+def _render_block(request: ExpansionRequest, requirement: dict[str, Any], max_tokens: int) -> str:
     mem = request.memory
     path = [_line(s) for s in mem["path"][:-1]]  # the last entry is the node itself, shown in full
     children = [_line(s) for s in mem["children"]]

@@ -85,7 +85,8 @@ class LLMResearcher:
     """``propose(request) -> list[Plan]`` like ``BuiltinPolicy``, via an LLM; ``propose_detailed``
     also says whether the LLM or the fallback proposed, why, and at what cost."""
 
-    def __init__(self, cfg: LLMConfig, run_dir: str | Path | None = None, task_cfg: TaskConfig | None = None) -> None:
+    def __init__(self, cfg: LLMConfig, run_dir: str | Path | None = None, task_cfg: TaskConfig | None = None,
+                 account: Any = None) -> None:
         self.cfg = cfg
         self.task_cfg = task_cfg or TaskConfig()  # the data the research tools may list
         self.run_dir = Path(run_dir) if run_dir else None
@@ -96,7 +97,7 @@ class LLMResearcher:
         self.research = ResearchLog(self.run_dir)  # the run's findings (research.jsonl), restored on resume
         self._in_prompt: list[str] = []
         try:
-            self.client = LLMClient(self.cfg)
+            self.client = LLMClient(self.cfg, account, "researcher")
         except LLMError as e:
             self.unavailable = str(e)
         if self.client is not None:

@@ -98,7 +98,11 @@ class Budget:
         return total + sum(self.cost(n, n.rung) for n in self.tree.by_status("running"))
 
     def left(self) -> float:
-        return math.inf if self.search.budget is None else self.search.budget - self.spent()
+        if self.search.budget is None:
+            return math.inf
+        # accelerator-seconds the user added while the run went (steer budget +S) count here too
+        extra = self.tree.extra_accelerator_seconds if self.search.budget_unit == "accelerator_seconds" else 0.0
+        return self.search.budget + extra - self.spent()
 
     def reserve(self) -> float:
         """What carrying the current leader below the top rung up to it would cost (0 when the

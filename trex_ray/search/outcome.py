@@ -15,16 +15,24 @@ from typing import Any
 
 @dataclass
 class Cost:
-    """What a trial spent."""
+    """What a trial spent (``search/spend.py`` sums it per branch and for the run)."""
 
     wall_seconds: float = 0.0
     train_samples: int = 0  # rows of the recipe's dataset
     train_tokens: int = 0
     examples: int = 0  # training examples processed in this run (steps x batch x accumulation): example-epochs
-    accelerator_seconds: float = 0.0  # GPU-seconds on GPUs, CPU-seconds of the trial's processes otherwise
+    # GPU-seconds where the trial held GPUs (wall x GPUs), else the CPU time its processes used;
+    # ``estimated``: a trial stopped from outside, charged wall x reserved units instead
+    accelerator_seconds: float = 0.0
+    accelerator: str = "cpu"  # "gpu" | "cpu": what accelerator_seconds counts
+    llm_tokens: int = 0  # of the trial's synthesize steps
+    llm_cost: float = 0.0
+    estimated: bool = False
 
     def add(self, other: "Cost") -> "Cost":
-        return Cost(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+        """The two costs summed (a node's runs, one per rung)."""
+        mine, theirs = asdict(self), asdict(other)
+        return Cost(**{k: (v or theirs[k]) if isinstance(v, (str, bool)) else v + theirs[k] for k, v in mine.items()})
 
 
 @dataclass

@@ -97,6 +97,13 @@ class TrialResources(_Strict):
     def distributed(self) -> bool:
         return self.num_workers > 1 or self.zero_stage > 0
 
+    @property
+    def reserved_units(self) -> tuple[float, str]:
+        """(units, kind) a trial of this shape holds: its GPUs if it has any, else its CPUs (what
+        its accelerator-seconds count, search/spend.py)."""
+        gpus = self.num_workers * self.gpus_per_worker
+        return (gpus, "gpu") if gpus > 0 else (self.num_workers * self.cpus_per_worker, "cpu")
+
     @classmethod
     def of(cls, r: ResourcesConfig) -> "TrialResources":
         """The run's default trial shape (config section ``resources``), for plans that set none."""

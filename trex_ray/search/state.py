@@ -18,11 +18,13 @@ from typing import Any, Callable
 
 from trex_ray.config import Config
 from trex_ray.search.bad_cases import describe, insight_memory, rule_diagnosis
+from trex_ray.search import spend, steering
 from trex_ray.search.fit import FitCheck
 from trex_ray.search.halving import Budget, Rung, asha_promotion, forced_promotion, rung
+from trex_ray.search.limits import PlanGate
 from trex_ray.search.ledger import LEDGER_NAME, Ledger, read_events
 from trex_ray.search.outcome import Cost, TrialOutcome
-from trex_ray.search.plan import Plan
+from trex_ray.search.plan import Plan, TrialResources
 from trex_ray.search.request import ExpansionRequest, Proposal, TaskSpec, baseline_plan
 from trex_ray.search.selection import Rescore, choose, finalists
 from trex_ray.search.tree import Node, SearchParams, Tree, node_number
@@ -50,11 +52,22 @@ class Handout:
     running: int = 0  # trials running now
 
 
+def run_facts(tree: Tree, cfg: Config, closed: str | None = None, now: float | None = None) -> steering.RunFacts:
+    """What steering needs to know of a run beyond its tree: its trial shape, accelerator budget
+    (limits.accelerator_hours plus what the user added) and what is left of it, its wall limit."""
+    default = TrialResources.of(cfg.resources)
+    budget, left = spend.budget_now(tree, default, cfg.limits.accelerator_hours, now)
+    return steering.RunFacts(default=default, accelerator_budget=budget, accelerator_left=left,
+                             trial_wall_seconds=cfg.limits.trial_wall_seconds, closed=closed)
+
+
 class SearchState:
     def __init__(self, run_dir: str | os.PathLike, cfg: Config, task: TaskSpec, fit: FitCheck | None = None,
-                 on_change: Callable[[Path, Tree], None] | None = None) -> None:
+                 on_change: Callable[[Path, Tree], None] | None = None, gate: PlanGate | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cfg, self.task, self.fit = cfg, task, fit
+        # the run's limits on plans (search/limits.py); None: only the plan schema's bounds
+        self.gate = gate
         self.on_change = on_change  # after tree.json is rewritten: the driver's views (report, mirror)
         self._views_written_at, self._views_cost = 0.0, 0.0
         params = SearchParams.of(cfg.search, task.higher_is_better, task.metric_range)
@@ -75,6 +88,7 @@ class SearchState:
         self._next_id = 1 + max((node_number(n) for n in self.tree.nodes), default=-1)
         self.expanding: str | None = None
         self.closed = False  # after close(): late diagnoses and insights are dropped
+        self.closed_reason: str | None = None
         self._insights_asked = 0  # finished trials when insights were last asked for (not durable)
 
     # ------------------------------------------------------------------ ledger-first changes
@@ -85,12 +99,13 @@ class SearchState:
             self.refresh_views()
         return event
 
-    def _plan_node(self, parent_id: str | None, plan: Plan, source: str, note: str | None = None) -> str:
+    def _plan_node(self, parent_id: str | None, plan: Plan, source: str, note: str | None = None,
+                   clipped: list[str] | None = None) -> str:
         node_id = ROOT_ID if parent_id is None else f"n{self._next_id}"
         self._next_id = max(self._next_id, node_number(node_id) + 1)
         self._record({"type": "node_planned", "node_id": node_id, "parent_id": parent_id,
                       "plan": plan.model_dump(mode="json"), "source": source,
-                      **({"note": note[:2000]} if note else {})})
+                      **({"note": note[:2000]} if note else {}), **({"clipped": clipped} if clipped else {})})
         return node_id
 
     # ------------------------------------------------------------------ budget
@@ -101,7 +116,22 @@ class SearchState:
 
     def trials_left(self) -> int:
         planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID and n.attempts == 0)
-        return self.cfg.search.max_trials - self.trials_started() - planned
+        return self.max_trials - self.trials_started() - planned
+
+    @property
+    def max_trials(self) -> int:
+        """The trial budget: the config's, plus what the user added while the run went."""
+        return self.cfg.search.max_trials + self.tree.extra_trials
+
+    def _out_of_budget(self) -> str | None:
+        """Why nothing further may start, promotions included: stopped, or the run's
+        accelerator limit spent (search/spend.py)."""
+        if self.tree.stop_requested:
+            return f"stopped by {self.tree.stop_requested}"
+        facts = self.facts
+        if facts.accelerator_left is not None and facts.accelerator_left <= 0:
+            return f"accelerator budget spent ({facts.accelerator_budget:.0f} accelerator-seconds)"
+        return None
 
     # ------------------------------------------------------------------ the searcher's calls
     def budget(self) -> Budget:
@@ -110,8 +140,11 @@ class SearchState:
     def may_start_new(self) -> str | None:
         """Why no new plan may start now (its trial count or the compute budget), else None.
         The compute check keeps enough to carry the current leader to the top rung."""
-        if self.trials_started() >= self.cfg.search.max_trials:
+        if self.trials_started() >= self.max_trials:
             return "trial budget spent"
+        stop = self._out_of_budget()
+        if stop is not None:
+            return stop
         b = self.budget()
         if self.cfg.search.budget is not None:
             first = next(iter(sorted(self.tree.by_status("planned"), key=lambda n: node_number(n.id))), None)
@@ -124,7 +157,7 @@ class SearchState:
         """The node to train to its next rung now, if any (ASHA; once no new plan may start, the
         rest of the budget carries the best-ranked nodes up)."""
         s = self.cfg.search
-        if len(s.rungs) == 1:
+        if len(s.rungs) == 1 or self._out_of_budget() is not None:  # stopped: running trials finish, nothing more
             return None
         node = asha_promotion(self.tree, s.eta)
         if node is None and self.may_start_new() is not None:
@@ -153,7 +186,7 @@ class SearchState:
             return Handout(done=f"the baseline failed: {root.failure}")
         if root.status == "succeeded":
             self._promote()  # ASHA: a due promotion goes before any new plan
-        stop = self.may_start_new()
+        stop = self.may_start_new() if root.status == "succeeded" else None
         # planned nodes: the baseline, started ones (promoted, or requeued on resume), and new plans while they may start
         planned = [n for n in self.tree.by_status("planned") if n.id == ROOT_ID or n.attempts > 0 or stop is None]
         for node in sorted(planned, key=lambda n: (-n.rung, node_number(n.id))):
@@ -225,7 +258,9 @@ class SearchState:
         expansion is possible now (nothing selectable, one in flight, or no budget left)."""
         if self.expanding is not None or self.trials_left() <= 0 or self.may_start_new() is not None:
             return None
-        node = self.tree.select()
+        # a pinned node keeps the expansions under it while it can grow (search/steering.py)
+        node = next((n for start in steering.focus(self.tree) if (n := self.tree.select(start))), None)
+        node = node or self.tree.select()
         if node is None:
             return None
         self.expanding = node.id
@@ -240,6 +275,12 @@ class SearchState:
         this is the last gate before a plan is run). The proposal's ``note`` says why, e.g. why
         the LLM was not used."""
         self.expanding = None
+        usage = proposal.usage or {}
+        if usage.get("calls"):  # the expansion's LLM spend, on the node it grew
+            self.record_llm_spend(parent_id, usage, "expansion")
+        if self.tree.in_cut_branch(parent_id) or self.closed:
+            log.info("dropping %d plan(s) for %s: the user pruned that branch", len(proposal.plans), parent_id)
+            return []
         ids = []
         for plan in proposal.plans[: max(self.trials_left(), 0)]:
             try:
@@ -247,8 +288,28 @@ class SearchState:
             except ValueError as e:
                 log.warning("dropping an invalid plan for %s: %s", parent_id, e)
                 continue
-            ids.append(self._plan_node(parent_id, plan, proposal.source, proposal.note))
+            ids.append(self._gated_node(parent_id, plan, proposal))
         return ids
+
+    def _gated_node(self, parent_id: str, plan: Plan, proposal: Proposal) -> str:
+        """Record ``plan`` held to the run's limits: clipped (how, on the node), or rejected
+        before any accelerator time (a failed node with the reason)."""
+        gated = self.gate.check(plan) if self.gate else None
+        if gated is None or gated.plan is not None:
+            node_id = self._plan_node(parent_id, gated.plan if gated else plan, proposal.source, proposal.note,
+                                      clipped=gated.clipped if gated else None)
+        else:
+            node_id = self._plan_node(parent_id, plan, proposal.source, proposal.note)
+            self._record({"type": "node_started", "node_id": node_id, "trial_id": None})
+            self._record({"type": "node_failed", "node_id": node_id, "cause": gated.rejected})
+        return node_id
+
+    def record_llm_spend(self, node_id: str | None, usage: dict[str, Any], what: str) -> None:
+        """LLM calls made at a node (its expansion, its diagnosis) or for none (research,
+        insights), as an ``llm_spent`` event: the per-branch LLM spend (search/spend.py)."""
+        tokens = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+        self._record({"type": "llm_spent", "node_id": node_id, "what": what, "calls": int(usage.get("calls", 0)),
+                      "tokens": tokens, "cost": float(usage.get("cost", 0.0))})
 
     def expansion_failed(self, parent_id: str, cause: str) -> None:
         self.expanding = None
@@ -283,6 +344,8 @@ class SearchState:
             log.info("dropping a late diagnosis of %s", node_id)
             return
         self._record({"type": "node_diagnosed", "node_id": node_id, "diagnosis": describe(detail), "detail": detail})
+        if (detail.get("usage") or {}).get("calls"):
+            self.record_llm_spend(node_id, detail["usage"], "diagnosis")
         if refresh:
             self.refresh_views()
 
@@ -304,6 +367,8 @@ class SearchState:
             return
         self._record({"type": "insights_distilled", "after_trials": int(out["after_trials"]),
                       "insights": out["insights"], "usage": out.get("usage")})
+        if (out.get("usage") or {}).get("calls"):
+            self.record_llm_spend(None, out["usage"], "insights")
         self.refresh_views()
 
     def close(self, reason: str) -> Tree:
@@ -318,8 +383,8 @@ class SearchState:
         for node in self.tree.by_status("planned"):
             self._record({"type": "node_pruned", "node_id": node.id, "reason": reason})
         self._record({"type": "run_finished", "reason": reason})
+        self.closed, self.closed_reason = True, reason
         self.write_tree()
-        self.closed = True
         self.ledger.close()
         return self.tree
 
@@ -337,10 +402,50 @@ class SearchState:
         self._record({"type": "best_selected", "node_id": winner, "reason": why,
                       "finalists": [r.node_id for r in rescored]})
         return winner
+    # ------------------------------------------------------------------ steering
+    @property
+    def facts(self) -> steering.RunFacts:
+        """The run's limits and budget as they stand now (search/steering.py)."""
+        return run_facts(self.tree, self.cfg, self.closed_reason)
+
+    def steer(self, cmd: steering.Command) -> steering.Reply:
+        """Apply one steering command (search/steering.py): its events, or a ``steer_refused``
+        event and the one-line reason. A command seen before (same id: the driver died after
+        recording it) is answered again, not applied twice."""
+        if any(e.get("cmd_id") == cmd.id for e in self.tree.steering):
+            return steering.Reply(cmd.id, True, f"{cmd.describe()}: applied already")
+        now = time.time()
+        d = steering.decide(self.tree, cmd, self.facts, now)
+        if cmd.op == "status" and d.refused is None:
+            facts = self.facts
+            view = steering.status(self.tree, facts, self.task.metric, self.max_trials, self.trials_started(),
+                                   spend.snapshot(self.tree, facts.default, self.cfg.limits.accelerator_hours, now))
+            return steering.Reply(cmd.id, True, "status", status=view)
+        if d.refused is not None:
+            if not self.closed:
+                self._record({"type": "steer_refused", "cmd_id": cmd.id, "by": cmd.by, "command": cmd.describe(),
+                              "reason": d.refused})
+            return steering.Reply(cmd.id, False, d.refused)
+        for ev in d.events:
+            self._record(ev)
+        self.refresh_views()
+        return steering.Reply(cmd.id, True, d.message)
+
+    def enforce(self, running_since: dict[str, float | None]) -> dict[str, str]:
+        """Which trials handed out must stop now and why (pruned, past their wall time, over
+        the run's budget, stopped before they started); the causes are recorded first."""
+        events, stops = steering.enforce(self.tree, running_since, self.facts, time.time())
+        for ev in events:
+            self._record(ev)
+        return stops
 
     # ------------------------------------------------------------------ reads
     def snapshot(self) -> dict[str, Any]:
-        return self.tree.to_dict()
+        d = self.tree.to_dict()
+        d["spend"] = spend.snapshot(self.tree, TrialResources.of(self.cfg.resources), self.cfg.limits.accelerator_hours)
+        d["steering"] = list(self.tree.steering)
+        d["max_trials"] = self.max_trials
+        return d
 
     def refresh_views(self) -> None:
         """Rewrite tree.json (and the driver's views) unless that would take more than a tenth of

@@ -75,6 +75,12 @@ class Node:
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    # steering (search/steering.py) and limits (search/limits.py)
+    pinned: bool = False  # the user pinned it: expansions stay under it while it can grow
+    cut: bool = False  # the user pruned it: never expanded again, nothing new grows under it
+    notes: list[dict[str, Any]] = field(default_factory=list)  # the user's annotations (text, by, ts)
+    clipped: list[str] = field(default_factory=list)  # how the run's limits changed its plan
+    llm: dict[str, float] = field(default_factory=dict)  # LLM calls made at it: expansion, diagnosis
 
     @property
     def value(self) -> float:
@@ -148,6 +154,12 @@ class Tree:
         self.insights_after = 0  # finished trials they were distilled after
         self.selected: str | None = None  # the node the final selection chose (best_selected)
         self.selection: dict[str, Any] | None = None  # how it was chosen
+        # steering: every command, accepted (steer_*) or refused (steer_refused), in order
+        self.steering: list[dict[str, Any]] = []
+        self.extra_trials = 0  # trials the user added (steer budget +N trials)
+        self.extra_accelerator_seconds = 0.0  # accelerator-seconds the user added
+        self.stop_requested: str | None = None  # who asked the run to stop (until a resume)
+        self.run_llm: dict[str, float] = {}  # LLM calls made for no node: research, insights
         # Derived views (nodes by status, the best node) are recomputed only after the tree
         # changed: a scan of 10k nodes costs milliseconds, and one decision asks several times.
         self._version = 0
@@ -157,15 +169,16 @@ class Tree:
     def apply(self, ev: dict[str, Any]) -> None:
         """Apply one ledger event. Deterministic: the same events give the same tree."""
         kind, ts = ev["type"], ev.get("ts")
-        if (kind.startswith("node_") and kind != "node_diagnosed") or kind in ("best_selected", "promotion_dropped"):  # statuses or scores change
-            self._version += 1
+        if (kind.startswith("node_") and kind != "node_diagnosed") or kind.startswith("steer_") \
+                or kind in ("best_selected", "promotion_dropped"):
+            self._version += 1  # statuses, scores or what may be expanded change
         self.last_seq = max(self.last_seq, int(ev.get("seq", 0)))
         if kind == "node_planned":
             parent = self.nodes.get(ev["parent_id"]) if ev["parent_id"] else None
             node = Node(
                 id=ev["node_id"], parent_id=ev["parent_id"], depth=parent.depth + 1 if parent else 0,
                 plan=Plan.model_validate(ev["plan"]), source=ev.get("source", "builtin"),
-                source_note=ev.get("note"), created_at=ts,
+                source_note=ev.get("note"), created_at=ts, clipped=list(ev.get("clipped") or []),
             )
             self.nodes[node.id] = node
             key = node.plan.fingerprint()
@@ -234,7 +247,33 @@ class Tree:
             node.diagnosis, node.diagnosis_detail = ev["diagnosis"], ev.get("detail")
         elif kind == "insights_distilled":
             self.insights, self.insights_after = list(ev["insights"]), int(ev.get("after_trials", 0))
+        elif kind == "llm_spent":
+            target = self.nodes[ev["node_id"]].llm if ev.get("node_id") in self.nodes else self.run_llm
+            for key in ("calls", "tokens", "cost"):
+                target[key] = target.get(key, 0) + ev.get(key, 0)
+        elif kind.startswith("steer_"):
+            self._steer(kind, ev, ts)
+        elif kind == "run_resumed":
+            self.stop_requested = None  # a resume is the user's word to go on
         # run_* and other informational events leave the tree unchanged
+
+    def _steer(self, kind: str, ev: dict[str, Any], ts: float | None) -> None:
+        """A steering command (search/steering.py checked it could apply before it was recorded)."""
+        self.steering.append(ev)
+        node = self.nodes.get(ev.get("node_id") or "")
+        if kind == "steer_pin" and node is not None:
+            node.pinned = True
+        elif kind == "steer_unpin" and node is not None:
+            node.pinned = False
+        elif kind == "steer_prune" and node is not None:
+            node.cut, node.pinned = True, False
+        elif kind == "steer_annotate" and node is not None:
+            node.notes.append({"text": ev["text"], "by": ev.get("by"), "ts": ts})
+        elif kind == "steer_budget":
+            self.extra_trials += int(ev.get("trials", 0))
+            self.extra_accelerator_seconds += float(ev.get("accelerator_seconds", 0.0))
+        elif kind == "steer_stop":
+            self.stop_requested = ev.get("by") or "user"
 
     @classmethod
     def replay(cls, events: Iterable[dict[str, Any]], params: SearchParams | None = None) -> "Tree":
@@ -354,31 +393,40 @@ class Tree:
     def can_expand(self, node: Node) -> bool:
         return (
             node.status == "succeeded"
+            and not node.cut
             and node.depth < self.params.search.max_depth
-            and node.expansions < self.params.search.max_expansions
+            and (node.expansions < self.params.search.max_expansions or node.pinned)
         )
+
+    def in_cut_branch(self, node_id: str) -> bool:
+        """Whether the user pruned this node or one above it (nothing may grow there)."""
+        return any(n.cut for n in self.path(node_id))
 
     def _frontier(self) -> set[str]:
         """Ids of succeeded nodes with an expandable node at or below them, in one pass from
         the leaves up (a walk per candidate would cost O(nodes x depth) per selection)."""
         found: set[str] = set()
         for node in reversed(list(self.nodes.values())):  # children are created after their parents
-            if node.status == "succeeded" and (self.can_expand(node) or any(c in found for c in node.children)):
+            if node.status == "succeeded" and not node.cut and (
+                    self.can_expand(node) or any(c in found for c in node.children)):
                 found.add(node.id)
         return found
 
-    def select(self) -> Node | None:
-        """UCT descent from the root to the node to expand next, or None if nothing can be.
+    def select(self, start: str | None = None) -> Node | None:
+        """UCT descent from the root (or from ``start``, a pinned node) to the node to expand
+        next, or None if nothing can be.
 
         At each node the choice is between expanding it (again) and descending into one of its
         succeeded children; expanding a never-expanded node always wins (an unvisited option),
         re-expanding competes with the node's own reward, children with their virtual-loss
         adjusted mean reward.
         """
-        node = self.root
+        node = self.nodes.get(start) if start else self.root
         if node is None or node.status != "succeeded":
             return None
         frontier = self._frontier()
+        if node.id not in frontier:
+            return None
         while True:
             parent_n = node.visits + node.pending
             options: list[tuple[float, Node | None]] = []
@@ -416,6 +464,9 @@ class Tree:
             "best_score": (b.score if (b := self.best()) else None),
             "higher_is_better": self.params.higher_is_better,
             "insights": list(self.insights),
+            # what the person running the search wrote about this node and the nodes above it
+            "user_notes": [{"node": n.id, **{k: v for k, v in note.items() if k != "ts"}}
+                           for n in path for note in n.notes],
             # fingerprints of every plan in the tree, so no experiment is proposed twice
             "tried": list(self.fingerprints),
         }
