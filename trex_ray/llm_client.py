@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from trex_ray.config import ConfigError, LLMConfig
+from trex_ray.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,8 @@ class LLMClient:
                 if not _retryable(e) or attempt == self.cfg.max_retries:
                     with self._lock:
                         self.total.add(usage)  # the retries still count
-                    detail = str(e)[:300].replace(self._key, "***") if self._key else str(e)[:300]
+                    # scrubbed before it is cut: a key cut in half would no longer match
+                    detail = scrub(str(e), [self._key])[:300]
                     raise LLMError(f"LLM request failed after {attempt + 1} attempt(s): {type(e).__name__}: {detail}",
                                    status=getattr(e, "status_code", None)) from None
                 usage.retries += 1

@@ -19,28 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from ftbench.task import Task, TaskDataError, load_split
-from trex_ray.config import Config, ConfigError, dump_config, load_config
+from trex_ray.config import Config, ConfigError
 from trex_ray.executor.context import TrialContext
 from trex_ray.executor.models import builtin_model_dir, check_model
 from trex_ray.llm_client import check_llm_config
 from trex_ray.report.hub import check_push, hub_token, push_best, record_push
 from trex_ray.search.fit import FitCheck, ModelDims
+from trex_ray.redact import scrub
+from trex_ray.rundir import check_secrets, open_run
 from trex_ray.search.ledger import LEDGER_NAME, read_events
 from trex_ray.search.plan import TrialResources
 from trex_ray.search.request import TaskSpec
 from trex_ray.search.tree import Tree
-from trex_ray.storage import RunStorage, check_storage, fetch, fetch_run, is_remote, run_storage_uri
+from trex_ray.storage import RunStorage, check_storage, fetch, is_remote, run_storage_uri
 from trex_ray.tasks import resolve_task, task_spec
 from trex_ray.trackers import check_trackers
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.yaml"
-
-
 def preflight(cfg: Config) -> tuple[Task, TaskSpec]:
     """Validate the task, its data and the model; ConfigError names the first problem."""
-    check_llm_config(cfg.search.policy, cfg.llm)  # cheapest check first
+    check_secrets(cfg)  # cheapest checks first; nothing is echoed that could be a key
+    check_llm_config(cfg.search.policy, cfg.llm)
     check_storage(cfg.run.storage)
     task = resolve_task(cfg.task)
     paths = cfg.task.paths()
@@ -60,25 +60,6 @@ def preflight(cfg: Config) -> tuple[Task, TaskSpec]:
     return task, task_spec(task, len(train), list(train[0]))
 
 
-def open_run(cfg: Config | None, resume: str | None) -> tuple[Config, Path]:
-    """(config, run directory): a new directory, or the one being resumed with its saved config."""
-    if resume:
-        if is_remote(resume):  # a run mirrored to object storage, resumed on another machine
-            resume = str(fetch_run(resume, cfg.run.output_dir if cfg else "runs"))
-        run_dir = Path(resume).expanduser().resolve()
-        if not (run_dir / LEDGER_NAME).is_file() or not (run_dir / CONFIG_NAME).is_file():
-            raise ConfigError(f"--resume {resume}: not a TREX-Ray run directory (no {LEDGER_NAME} and {CONFIG_NAME})")
-        return load_config(run_dir / CONFIG_NAME), run_dir
-    assert cfg is not None
-    run_id = cfg.run.run_id or time.strftime("%Y%m%d-%H%M%S")
-    run_dir = (Path(cfg.run.output_dir).expanduser() / run_id).resolve()
-    if (run_dir / LEDGER_NAME).exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run; use --resume {run_dir} or another run.run_id")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(dump_config(cfg.model_copy(update={"run": cfg.run.model_copy(update={"run_id": run_id})})))
-    return cfg, run_dir
-
-
 def _start_ray(cfg: Config) -> bool:
     """Join the configured cluster (or the job's), else start an embedded one. True if embedded."""
     import ray
@@ -91,8 +72,37 @@ def _start_ray(cfg: Config) -> bool:
     if address:
         ray.init(address=address, namespace="trex_ray", log_to_driver=False)
         return False
-    ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, namespace="trex_ray", log_to_driver=False)
+    _loopback(True)
+    ray.init(num_cpus=cfg.run.num_cpus, include_dashboard=False, namespace="trex_ray", log_to_driver=False,
+             _node_ip_address="127.0.0.1")
     return True
+
+
+_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_saved_loopback: list[tuple[str | None, bool]] = []
+
+
+def _loopback(on: bool) -> None:
+    """An embedded Ray serves this machine only, so every one of its listeners (GCS, raylet,
+    object manager, agents, workers) binds to 127.0.0.1. Passing 127.0.0.1 as the node address
+    is not enough: Ray rewrites it to the machine's routable address and listens on all
+    interfaces, unless its "local-only cluster" switch (the one it turns on for Windows and
+    macOS) is off. Ray reads the switch at import in this process, and from the environment in
+    the processes it starts; both are set here and restored after ``ray.shutdown``
+    (tests/test_closed.py checks the addresses Ray really listens on)."""
+    from ray._private import ray_constants
+
+    if on:
+        _saved_loopback.append((os.environ.get(_LOCAL_ONLY), ray_constants.ENABLE_RAY_CLUSTER))
+        os.environ[_LOCAL_ONLY] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif _saved_loopback:
+        env, flag = _saved_loopback.pop()
+        if env is None:
+            os.environ.pop(_LOCAL_ONLY, None)
+        else:
+            os.environ[_LOCAL_ONLY] = env
+        ray_constants.ENABLE_RAY_CLUSTER = flag
 
 
 def _concurrency(cfg: Config) -> int:
@@ -126,21 +136,30 @@ def _fit_check(cfg: Config) -> FitCheck | None:
 def run_search(cfg: Config | None = None, resume: str | None = None) -> dict[str, Any]:
     """Run (or resume) a search to its end; returns the summary written to summary.json."""
     if resume:
-        cfg, run_dir = open_run(None, resume)
-        task, spec = preflight(cfg)
+        cfg, run_dir, locks = open_run(None, resume)
+        try:
+            task, spec = preflight(cfg)
+        except BaseException:
+            for lock in reversed(locks):
+                lock.release()
+            raise
     else:
         assert cfg is not None
         task, spec = preflight(cfg)  # before the run directory exists: bad input leaves nothing behind
-        cfg, run_dir = open_run(cfg, None)
+        cfg, run_dir, locks = open_run(cfg, None)
     t0 = time.time()
-    embedded = _start_ray(cfg)
+    embedded = False
     try:
+        embedded = _start_ray(cfg)
         summary = _search(cfg, run_dir, task, spec, resumed=bool(resume))
     finally:
         if embedded:
             import ray
 
             ray.shutdown()
+            _loopback(False)
+        for lock in reversed(locks):
+            lock.release()
     log.info("run %s finished in %.0fs: %s", run_dir, time.time() - t0, summary["stop_reason"])
     return summary
 
@@ -256,7 +275,7 @@ def _final_evaluation(cfg: Config, ctx: TrialContext, tree: Tree, metric: str) -
                             cfg.task.test_limit, cfg.run.export_merged, resources)
     except Exception as e:  # noqa: BLE001
         log.warning("final evaluation failed: %s", e)
-        return {"test_error": f"{type(e).__name__}: {e}"[:2000]}
+        return {"test_error": scrub(f"{type(e).__name__}: {e}")[:2000]}
 
 
 def _write_reports(cfg: Config, task: Task, run_dir: Path, tree: Tree, summary: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from ray.tune import PlacementGroupFactory
 
 from trex_ray.executor.context import TrialContext
 from trex_ray.executor.execute import execute
+from trex_ray.redact import scrub
 from trex_ray.search.plan import TrialResources, parse_plan
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,12 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         else:
             outcome = execute(plan, node_id, ctx, progress, init_from=config.get("init_from"))
     except Exception as e:  # the plan's own failure: record it, do not retry
-        log.warning("node %s failed: %s", node_id, e)
-        tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],
-                     "traceback": traceback.format_exc()[-4000:]})
+        # scrubbed before cut: the error may quote a request (an endpoint's key) and lands in
+        # Tune's result files, the ledger and the console
+        error = scrub(f"{type(e).__name__}: {e}")
+        log.warning("node %s failed: %s", node_id, error[:300])
+        tune.report({"node_id": node_id, "phase": "failed", "error": error[:4000],
+                     "traceback": scrub(traceback.format_exc())[-4000:]})
         return
     # Tune flattens nested result dicts for searchers; the outcome travels as one JSON string.
     tune.report({"node_id": node_id, "phase": "done", "score": outcome.score, "outcome": outcome.to_json()})

@@ -9,6 +9,7 @@ from typing import Any
 
 from trex_ray.search.plan import Plan
 from trex_ray.search.tree import Tree
+from trex_ray.redact import terminal_safe
 
 log = logging.getLogger("trex_ray.live")
 
@@ -34,7 +35,7 @@ class LiveView:
         elif kind == "expanding":
             log.info("expand  %-4s (the Researcher is proposing children)", node)
         elif kind == "expanded":
-            note = f": {' '.join(str(info['note']).split())[:200]}" if info.get("note") else ""
+            note = f": {_one_line(info['note'])[:200]}" if info.get("note") else ""
             log.info("planned %s under %s (%s%s)", ", ".join(info["children"]) or "nothing", node, info["source"], note)
         elif kind == "finished":
             self._finished(node, info)
@@ -67,10 +68,16 @@ class LiveView:
         else:
             self.failed += 1
             # one line per event: a multi-line error (a traceback's tail) is folded onto it
-            log.info("FAILED  %-4s %s", node, " ".join(str(r.get("error", "unknown")).split())[:300])
+            log.info("FAILED  %-4s %s", node, _one_line(r.get("error", "unknown"))[:300])
         best = f"{self.best[0]:.4f} ({self.best[1]})" if self.best else "-"
         log.info("status  trials %d/%d done, %d failed, %d running | best %s | %.0fs elapsed",
                  self.finished, self.max_trials, self.failed, len(self.running), best, time.time() - self.t0)
+
+
+def _one_line(text: object) -> str:
+    """Untrusted text (LLM notes, trial errors that quote data) as one plain console line: no
+    escape sequences or control characters, whitespace folded (a traceback's tail included)."""
+    return " ".join(terminal_safe(str(text)).split())
 
 
 def leaderboard(tree: Tree, metric: str) -> str:

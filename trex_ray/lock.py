@@ -1,0 +1,219 @@
+"""One driver per run: a lock with a lease on the run directory and on the run's storage root,
+and run ids that cannot collide.
+
+Two drivers on one run (a second ``--resume`` while the first lives; two jobs started in the
+same second on a shared volume) would both hand out ``n0`` and interleave their ledgers. The
+driver therefore holds ``.driver.lock`` in the run directory (and under ``run.storage``) for
+its whole life, and a crashed driver's successor can take it over. Each store offers
+different primitives, so the lock is built from what each one has:
+
+- **Local disks and NFS**: ``fcntl`` record locks (``lockf``). The kernel drops the lock the
+  moment its process dies, however it dies, so a successor on the same machine takes over at
+  once; on NFSv4 (and v3 with lockd) the server holds the lock and frees it when the dead
+  client's NFS lease runs out. The file also holds a record (host, pid, renewal time) that the
+  holder renews every ``ttl/4``: on a mount with locking turned off (``nolock``), where every
+  machine's ``fcntl`` succeeds, a fresh record from another host still refuses a second driver.
+- **Object stores** (s3://, gs://, through pyarrow.fs) have no lock and pyarrow exposes no
+  conditional write, but they have strong read-after-write consistency. The lease object is
+  taken with a timed protocol (Fischer's mutual exclusion): read it; if it is absent, released
+  or expired, write ours, wait ``settle_s``, read it back; it is ours only if our write is still
+  the one there. Two drivers can both win only if one's read-to-write gap exceeds the settle
+  delay, so a taker whose gap came near it starts over. The holder renews the lease every
+  ``ttl/4``; a crashed holder's lease is free after ``ttl_s``. Clocks across machines must
+  agree to well within ``ttl_s`` (NTP does).
+
+A refused driver writes nothing and gets one line naming the holder (``LockHeld``, a
+ConfigError: exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from trex_ray.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".driver.lock"
+TTL_S = 60.0  # a crashed driver's lease on an object store is free after this long
+SETTLE_S = 2.0  # the object-store protocol's wait between writing the lease and reading it back
+
+
+class LockHeld(ConfigError):
+    """Another driver runs this run (the message names it and says when to retry)."""
+
+
+def new_run_id() -> str:
+    """A timestamp (runs sort by start) and 6 random hex digits: two runs started in the same
+    second, on one machine or on two sharing a volume, get different ids."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def _describe(rec: dict[str, Any] | None) -> str:
+    if not rec:
+        return "another driver"
+    age = time.time() - float(rec.get("renewed", 0))
+    return (f"another driver (pid {rec.get('pid')} on {rec.get('host')}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(rec.get('started', 0))))}, "
+            f"lease renewed {age:.0f}s ago)")
+
+
+class RunLock:
+    """The lease on one run directory or storage root (a local/NFS path or s3:// / gs:// URI).
+    ``acquire`` raises LockHeld when a live driver holds it; ``release`` ends it."""
+
+    def __init__(self, where: str | os.PathLike, shown: str | None = None, ttl_s: float = TTL_S,
+                 settle_s: float = SETTLE_S) -> None:
+        from trex_ray.storage import RunStorage
+
+        self.where, self.shown = str(where), shown or str(where)
+        self.ttl_s, self.settle_s = ttl_s, settle_s
+        self.store = RunStorage(self.where)
+        self.token = secrets.token_hex(16)
+        self.started = time.time()
+        self.lost = False  # the lease was taken over while we held it (we were stopped for > ttl)
+        self._fd: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> dict[str, Any]:
+        return {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "started": self.started,
+                "renewed": time.time(), "ttl_s": self.ttl_s}
+
+    def _fresh(self, rec: dict[str, Any] | None) -> bool:
+        """Whether ``rec`` is another holder's unexpired, unreleased lease."""
+        return bool(rec) and rec.get("token") != self.token and not rec.get("released") \
+            and time.time() - float(rec.get("renewed", 0)) < float(rec.get("ttl_s", self.ttl_s))
+
+    # ------------------------------------------------------------------ taking and giving back
+    def acquire(self) -> "RunLock":
+        if self.store.remote:
+            self._acquire_object()
+        else:
+            self._acquire_file()
+        self._thread = threading.Thread(target=self._renew_loop, name=f"lease {self.shown}", daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            if self._fd is not None:
+                # the file stays (unlinking a locked file lets a waiter lock a dead inode);
+                # its record says the lease is free
+                self._write_file({**self._record(), "released": True})
+                os.close(self._fd)  # drops the fcntl lock
+                self._fd = None
+            elif self.store.remote and (self._read_object() or {}).get("token") == self.token:
+                self.store.fs.delete_file(self.store.path(LOCK_NAME))
+        except OSError as e:  # the next taker finds an expired or released lease either way
+            log.warning("could not release the lock on %s: %s", self.shown, e)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------ local disks and NFS
+    def _acquire_file(self) -> None:
+        import fcntl
+
+        path = Path(self.store.path(LOCK_NAME))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise LockHeld(f"{self.shown} is in use by {_describe(_read_json(path))}; one driver per run "
+                           "(wait for it to end, or stop it first)") from None
+        rec = _read_json(path)
+        if self._fresh(rec) and rec.get("host") != socket.gethostname():
+            # a mount without working locks (nolock): the other host's fcntl succeeded too
+            os.close(fd)
+            raise LockHeld(f"{self.shown} is in use by {_describe(rec)}; if that driver is gone, its lease "
+                           f"expires {float(rec['renewed']) + float(rec.get('ttl_s', self.ttl_s)) - time.time():.0f}s "
+                           "from now")
+        self._fd = fd
+        self._write_file(self._record())
+
+    def _write_file(self, rec: dict[str, Any]) -> None:
+        assert self._fd is not None
+        data = json.dumps(rec).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+        os.fsync(self._fd)
+
+    # ------------------------------------------------------------------ object stores
+    def _read_object(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.read_bytes(LOCK_NAME))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:  # unreadable: treat as held, never steal blindly
+            if "not found" in str(e).lower() or "NoSuchKey" in str(e):
+                return None
+            return {"host": "?", "pid": "?", "renewed": time.time(), "ttl_s": self.ttl_s, "token": "?"}
+
+    def _acquire_object(self) -> None:
+        for _ in range(3):
+            t0 = time.monotonic()
+            rec = self._read_object()
+            if self._fresh(rec):
+                raise LockHeld(f"{self.shown} is in use by {_describe(rec)}; if that driver is gone, its lease "
+                               f"expires {float(rec['renewed']) + float(rec.get('ttl_s', self.ttl_s)) - time.time():.0f}s "
+                               "from now")
+            self.store.write_bytes(LOCK_NAME, json.dumps(self._record()).encode())
+            if time.monotonic() - t0 > self.settle_s / 2:
+                continue  # too slow a store for the settle delay to separate two takers: again
+            time.sleep(self.settle_s)
+            after = self._read_object()
+            if after and after.get("token") == self.token:
+                return
+            raise LockHeld(f"{self.shown} was just taken by {_describe(after)}")
+        raise LockHeld(f"could not take the lock on {self.shown}: the store answered too slowly "
+                       f"(more than {self.settle_s / 2:.1f}s per request)")
+
+    # ------------------------------------------------------------------ renewal
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                self.renew()
+            except OSError as e:  # a passing storage fault: the next renewal may succeed
+                log.warning("could not renew the lock on %s: %s", self.shown, e)
+
+    def renew(self) -> None:
+        """Extend the lease; if another driver took it over meanwhile, say so loudly and stop."""
+        if self._fd is not None:
+            rec = _read_json(Path(self.store.path(LOCK_NAME)))
+        else:
+            rec = self._read_object()
+        if rec and not rec.get("released") and rec.get("token") != self.token:
+            self.lost = True
+            self._stop.set()
+            log.error("the lock on %s was taken over by %s: this driver must stop", self.shown, _describe(rec))
+            return
+        if self._fd is not None:
+            self._write_file(self._record())
+        else:
+            self.store.write_bytes(LOCK_NAME, json.dumps(self._record()).encode())
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text())
+        return rec if isinstance(rec, dict) else None
+    except (OSError, ValueError):  # missing, or being rewritten this instant
+        return None
