@@ -7,12 +7,12 @@ driver therefore holds ``.driver.lock`` in the run directory (and under ``run.st
 its whole life, and a crashed driver's successor can take it over. Each store offers
 different primitives, so the lock is built from what each one has:
 
-- **Local disks and NFS**: ``fcntl`` record locks (``lockf``). The kernel drops the lock the
-  moment its process dies, however it dies, so a successor on the same machine takes over at
-  once; on NFSv4 (and v3 with lockd) the server holds the lock and frees it when the dead
-  client's NFS lease runs out. The file also holds a record (host, pid, renewal time) that the
+- **Local disks and NFS**: ``flock`` on the lock file. The kernel drops the lock the moment its
+  process dies, however it dies, so a successor on the same machine takes over at once; on NFS
+  (Linux sends it to the server as a whole-file lock: NFSv4, or v3 with lockd) the server holds
+  it and frees it when the dead client's NFS lease runs out. The file also holds a record (host, pid, renewal time) that the
   holder renews every ``ttl/4``: on a mount with locking turned off (``nolock``), where every
-  machine's ``fcntl`` succeeds, a fresh record from another host still refuses a second driver.
+  machine's lock succeeds, a fresh record from another host still refuses a second driver.
 - **Object stores** (s3://, gs://, through pyarrow.fs) have no lock and pyarrow exposes no
   conditional write, but they have strong read-after-write consistency. The lease object is
   taken with a timed protocol (Fischer's mutual exclusion): read it; if it is absent, released
@@ -113,7 +113,7 @@ class RunLock:
                 # the file stays (unlinking a locked file lets a waiter lock a dead inode);
                 # its record says the lease is free
                 self._write_file({**self._record(), "released": True})
-                os.close(self._fd)  # drops the fcntl lock
+                os.close(self._fd)  # drops the flock
                 self._fd = None
             elif self.store.remote and (self._read_object() or {}).get("token") == self.token:
                 self.store.fs.delete_file(self.store.path(LOCK_NAME))
@@ -134,14 +134,17 @@ class RunLock:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # flock, not lockf: a POSIX record lock is dropped when the process closes ANY
+            # descriptor of the file (a stray read of it would free the run)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            rec = _read_fd(fd)
             os.close(fd)
-            raise LockHeld(f"{self.shown} is in use by {_describe(_read_json(path))}; one driver per run "
+            raise LockHeld(f"{self.shown} is in use by {_describe(rec)}; one driver per run "
                            "(wait for it to end, or stop it first)") from None
-        rec = _read_json(path)
+        rec = _read_fd(fd)
         if self._fresh(rec) and rec.get("host") != socket.gethostname():
-            # a mount without working locks (nolock): the other host's fcntl succeeded too
+            # a mount without working locks (nolock): the other host's lock succeeded too
             os.close(fd)
             raise LockHeld(f"{self.shown} is in use by {_describe(rec)}; if that driver is gone, its lease "
                            f"expires {float(rec['renewed']) + float(rec.get('ttl_s', self.ttl_s)) - time.time():.0f}s "
@@ -196,10 +199,7 @@ class RunLock:
 
     def renew(self) -> None:
         """Extend the lease; if another driver took it over meanwhile, say so loudly and stop."""
-        if self._fd is not None:
-            rec = _read_json(Path(self.store.path(LOCK_NAME)))
-        else:
-            rec = self._read_object()
+        rec = _read_fd(self._fd) if self._fd is not None else self._read_object()
         if rec and not rec.get("released") and rec.get("token") != self.token:
             self.lost = True
             self._stop.set()
@@ -211,9 +211,10 @@ class RunLock:
             self.store.write_bytes(LOCK_NAME, json.dumps(self._record()).encode())
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_fd(fd: int) -> dict[str, Any] | None:
+    """The lease record, read through the lock's own descriptor."""
     try:
-        rec = json.loads(path.read_text())
+        rec = json.loads(os.pread(fd, 1 << 16, 0) or b"null")
         return rec if isinstance(rec, dict) else None
-    except (OSError, ValueError):  # missing, or being rewritten this instant
+    except (OSError, ValueError):  # empty, or being rewritten this instant
         return None

@@ -72,9 +72,9 @@ def _open_resumed(resume: str, locks: list[RunLock]) -> tuple[Config, Path]:
     run_dir = Path(resume).expanduser().resolve()
     if not (run_dir / LEDGER_NAME).is_file() or not (run_dir / CONFIG_NAME).is_file():
         raise ConfigError(f"--resume {resume}: not a TREX-Ray run directory (no {LEDGER_NAME} and {CONFIG_NAME})")
-    locks.append(RunLock(run_dir).acquire())
     cfg = load_config(run_dir / CONFIG_NAME)
-    _check_ledger(run_dir, cfg)
+    _check_ledger(run_dir, cfg)  # read only: a refused resume writes nothing, not even a lock file
+    locks.append(RunLock(run_dir).acquire())
     if cfg.run.storage and not fetched:
         _lock_storage(cfg, run_dir, locks)
     return cfg, run_dir
@@ -103,7 +103,7 @@ def _open_new(cfg: Config, locks: list[RunLock]) -> tuple[Config, Path]:
 
 def _lock_storage(cfg: Config, run_dir: Path, locks: list[RunLock]) -> None:
     """Lock the run's storage root too: two machines with their own run directories may still
-    share it (a fcntl lock is per process, so the run directory itself is not locked twice)."""
+    share it (unless the storage root is the run directory, locked already)."""
     root = run_storage_uri(cfg.run.storage, run_dir)
     if not is_remote(root) and Path(root).resolve() == run_dir:
         return
