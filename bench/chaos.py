@@ -166,7 +166,7 @@ class Soak:
 
     def driver_up(self) -> bool:
         """The current driver lives and holds the run's lock (it is past its start-up)."""
-        from trex_ray.lock import LOCK_NAME
+        from trex_ray.guard.lock import LOCK_NAME
 
         try:
             rec = json.loads((self.run_dir / LOCK_NAME).read_text())

@@ -88,7 +88,8 @@ import ray  # imported before the driver starts Ray, as in a test or notebook pr
 
 from ray._private import ray_constants
 from trex_ray.config import Config
-from trex_ray.run import _loopback, _start_ray
+from trex_ray.guard.endpoints import loopback_only
+from trex_ray.run import _start_ray
 
 assert _start_ray(Config.model_validate({"run": {"num_cpus": 1}}))
 @ray.remote
@@ -101,7 +102,7 @@ found = sorted({(p.name()[:24], c.laddr.ip) for p in procs for c in p.net_connec
                 if c.status == psutil.CONN_LISTEN})
 gcs = ray.get_runtime_context().gcs_address
 ray.shutdown()
-_loopback(False)
+loopback_only(False)
 print(json.dumps({"listen": found, "gcs": gcs, "worker_seen": worker in {p.pid for p in procs},
                   "restored": ray_constants.ENABLE_RAY_CLUSTER and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ}))
 """

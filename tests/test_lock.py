@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from trex_ray.lock import LOCK_NAME, LockHeld, RunLock, new_run_id
+from trex_ray.guard.lock import LOCK_NAME, LockHeld, RunLock, new_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 
 HOLD = """
 import sys, time
-from trex_ray.lock import RunLock
+from trex_ray.guard.lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -96,14 +96,24 @@ def test_object_store_lease_one_holder_then_takeover_after_expiry(s3):
     b = RunLock(root, "s3://trex/locks/r1", ttl_s=2.0, settle_s=0.2).acquire()  # the lease expired
     a.renew()
     assert a.lost  # the old holder, back from a long pause, learns it lost the run
+    claims = [n for n in _names(fs, "trex/locks/r1") if n.startswith(LOCK_NAME)]
+    assert claims == [f"{LOCK_NAME}.{b.token}"]  # the crashed holder's claim was cleared by its successor
     b.release()
-    assert not fs.get_file_info(f"trex/locks/r1/{LOCK_NAME}").is_file  # released: the lease object is gone
+    assert not [n for n in _names(fs, "trex/locks/r1") if n.startswith(LOCK_NAME)]  # released: no claim left
     RunLock(root, ttl_s=2.0, settle_s=0.2).acquire().release()
 
 
+def _names(fs, path: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+
+
 def test_object_store_lease_racing_takers_never_both_win(s3):
-    base, _ = s3
-    for round_ in range(4):
+    """Three takers at the same instant, several rounds: at most one holds the run, and a round
+    where all withdrew leaves no claim behind."""
+    base, fs = s3
+    for round_ in range(6):
         root = base.replace("/runs?", f"/race/r{round_}?")
         won, refused = [], []
         start = threading.Barrier(3)
@@ -122,6 +132,8 @@ def test_object_store_lease_racing_takers_never_both_win(s3):
         for t in threads:
             t.join()
         assert len(won) <= 1 and len(won) + len(refused) == 3, (won, refused)
+        claims = [n for n in _names(fs, f"trex/race/r{round_}") if n.startswith(LOCK_NAME)]
+        assert claims == [f"{LOCK_NAME}.{lock.token}" for lock in won]
         for lock in won:
             lock.release()
 
@@ -134,7 +146,7 @@ def test_run_ids_started_in_the_same_second_differ():
 
 def test_two_new_runs_in_the_same_second_get_two_directories(tmp_path):
     from trex_ray.config import Config
-    from trex_ray.rundir import open_run
+    from trex_ray.run import open_run
 
     cfg = Config.model_validate({"run": {"output_dir": str(tmp_path)}})
     (c1, d1, l1), (c2, d2, l2) = open_run(cfg, None), open_run(cfg, None)

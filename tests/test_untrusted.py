@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llm_helpers import DEFAULTS, TASK, fake_server, llm_cfg  # noqa: F401 - fixture
-from trex_ray.redact import ConsoleFilter, console_line, terminal_safe
+from trex_ray.guard.redact import ConsoleFilter, console_line, terminal_safe
 from trex_ray.search.plan import Plan
 from trex_ray.search.request import ExpansionRequest, TaskSpec, baseline_plan
 from trex_ray.search.tree import SearchParams, Tree

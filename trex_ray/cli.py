@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from trex_ray.config import ConfigError, load_config, options_help
-from trex_ray.redact import console_line, console_logging
+from trex_ray.guard.redact import console_line, console_logging
 
 USAGE = """python launch.py [--config FILE.yaml] [--section.key=value ...] [--push-to-hub USER/NAME]
        python launch.py --resume RUN_DIR

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from trex_ray.config import ConfigError, LLMConfig
-from trex_ray.redact import scrub
+from trex_ray.guard.redact import scrub
 
 log = logging.getLogger(__name__)
 

@@ -234,7 +234,7 @@ def check_storage(storage: str | None) -> None:
         store.write_bytes(".trex_ray_probe", b"ok")
         store.fs.delete_file(store.path(".trex_ray_probe"))
     except Exception as e:  # noqa: BLE001 - pyarrow raises OSError, ValueError, ArrowInvalid...
-        from trex_ray.redact import scrub
+        from trex_ray.guard.redact import scrub
 
         why = scrub((str(e).splitlines() or [type(e).__name__])[0])[:300]  # scrubbed, then cut
         raise ConfigError(f"run.storage {shown} is not writable from this machine: {why}") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trex_ray.executor.context import TrialContext
-from trex_ray.redact import scrub
+from trex_ray.guard.redact import scrub
 from trex_ray.search.plan import Plan
 from trex_ray.search.tree import Node
 from trex_ray.storage import RunStorage, fetch, scratch_dir

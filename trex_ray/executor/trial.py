@@ -20,7 +20,7 @@ from ray.tune import PlacementGroupFactory
 
 from trex_ray.executor.context import TrialContext
 from trex_ray.executor.execute import execute
-from trex_ray.redact import scrub
+from trex_ray.guard.redact import scrub
 from trex_ray.search.plan import TrialResources, parse_plan
 
 log = logging.getLogger(__name__)

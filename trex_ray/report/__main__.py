@@ -7,7 +7,7 @@ import logging
 import sys
 
 from trex_ray.config import ConfigError
-from trex_ray.redact import console_line, console_logging
+from trex_ray.guard.redact import console_line, console_logging
 from trex_ray.report.page import write_report
 from trex_ray.search.ledger import LedgerError
 

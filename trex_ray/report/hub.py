@@ -21,7 +21,7 @@ from typing import Any
 
 from ftbench.task import Task
 from trex_ray.config import BUILTIN_MODEL, Config, ConfigError
-from trex_ray.redact import scrub
+from trex_ray.guard.redact import scrub
 from trex_ray.search.plan import Plan
 from trex_ray.search.tree import Tree
 

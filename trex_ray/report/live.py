@@ -9,7 +9,7 @@ from typing import Any
 
 from trex_ray.search.plan import Plan
 from trex_ray.search.tree import Tree
-from trex_ray.redact import terminal_safe
+from trex_ray.guard.redact import terminal_safe
 
 log = logging.getLogger("trex_ray.live")
 

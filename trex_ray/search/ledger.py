@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from trex_ray.redact import scrub_data
+from trex_ray.guard.redact import scrub_data
 from trex_ray.search.events import EventError, check_event
 
 log = logging.getLogger(__name__)

@@ -10,17 +10,21 @@ different primitives, so the lock is built from what each one has:
 - **Local disks and NFS**: ``flock`` on the lock file. The kernel drops the lock the moment its
   process dies, however it dies, so a successor on the same machine takes over at once; on NFS
   (Linux sends it to the server as a whole-file lock: NFSv4, or v3 with lockd) the server holds
-  it and frees it when the dead client's NFS lease runs out. The file also holds a record (host, pid, renewal time) that the
-  holder renews every ``ttl/4``: on a mount with locking turned off (``nolock``), where every
-  machine's lock succeeds, a fresh record from another host still refuses a second driver.
+  it and frees it when the dead client's NFS lease runs out. The file also holds a record (host,
+  pid, renewal time) that the holder renews every ``ttl/4``: on a mount with locking turned off
+  (``nolock``), where every machine's lock succeeds, a fresh record from another host still
+  refuses a second driver.
 - **Object stores** (s3://, gs://, through pyarrow.fs) have no lock and pyarrow exposes no
-  conditional write, but they have strong read-after-write consistency. The lease object is
-  taken with a timed protocol (Fischer's mutual exclusion): read it; if it is absent, released
-  or expired, write ours, wait ``settle_s``, read it back; it is ours only if our write is still
-  the one there. Two drivers can both win only if one's read-to-write gap exceeds the settle
-  delay, so a taker whose gap came near it starts over. The holder renews the lease every
-  ``ttl/4``; a crashed holder's lease is free after ``ttl_s``. Clocks across machines must
-  agree to well within ``ttl_s`` (NTP does).
+  conditional write, but they list and read after write consistently. So a taker never
+  overwrites anyone: each writes its own claim object (``.driver.lock.<token>``) and holds the
+  run only if, ``settle_s`` after its write, its claim is the one unexpired claim listed (a timed
+  protocol in the manner of Fischer's mutual exclusion). Two takers that see each other both
+  withdraw (delete their own claim) and are refused; one that sees none but the other's is
+  refused; a taker whose list-to-write gap came near the settle delay (a claim could have
+  landed after a rival's check) withdraws too. The holder renews its claim every ``ttl/4`` (and
+  notices if it was paused so long that a successor took over); a crashed holder's claim is
+  ignored after ``ttl_s`` and deleted by the next holder. Clocks across machines must agree to
+  well within ``ttl_s`` (NTP does).
 
 A refused driver writes nothing and gets one line naming the holder (``LockHeld``, a
 ConfigError: exit 2).
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".driver.lock"
 TTL_S = 60.0  # a crashed driver's lease on an object store is free after this long
-SETTLE_S = 2.0  # the object-store protocol's wait between writing the lease and reading it back
+SETTLE_S = 2.0  # the object-store protocol's wait between writing a claim and listing the claims
 
 
 class LockHeld(ConfigError):
@@ -115,8 +119,8 @@ class RunLock:
                 self._write_file({**self._record(), "released": True})
                 os.close(self._fd)  # drops the flock
                 self._fd = None
-            elif self.store.remote and (self._read_object() or {}).get("token") == self.token:
-                self.store.fs.delete_file(self.store.path(LOCK_NAME))
+            elif self.store.remote:
+                self.store.fs.delete_file(self.store.path(self._claim))
         except OSError as e:  # the next taker finds an expired or released lease either way
             log.warning("could not release the lock on %s: %s", self.shown, e)
 
@@ -146,9 +150,7 @@ class RunLock:
         if self._fresh(rec) and rec.get("host") != socket.gethostname():
             # a mount without working locks (nolock): the other host's lock succeeded too
             os.close(fd)
-            raise LockHeld(f"{self.shown} is in use by {_describe(rec)}; if that driver is gone, its lease "
-                           f"expires {float(rec['renewed']) + float(rec.get('ttl_s', self.ttl_s)) - time.time():.0f}s "
-                           "from now")
+            raise self._held_by(rec)
         self._fd = fd
         self._write_file(self._record())
 
@@ -160,34 +162,60 @@ class RunLock:
         os.fsync(self._fd)
 
     # ------------------------------------------------------------------ object stores
-    def _read_object(self) -> dict[str, Any] | None:
+    @property
+    def _claim(self) -> str:
+        return f"{LOCK_NAME}.{self.token}"
+
+    def _claims(self) -> dict[str, dict[str, Any]]:
+        """Every claim object under the root (name -> record); an unreadable one counts as fresh
+        (never taken over blindly)."""
+        out = {}
+        for name in self.store.list_dir(""):
+            if name.startswith(LOCK_NAME + "."):
+                try:
+                    out[name] = json.loads(self.store.read_bytes(name))
+                except FileNotFoundError:  # deleted between the listing and the read
+                    continue
+                except (OSError, ValueError):
+                    out[name] = {"host": "?", "pid": "?", "renewed": time.time(), "ttl_s": self.ttl_s, "token": "?"}
+        return out
+
+    def _others(self) -> dict[str, dict[str, Any]]:
+        return {n: r for n, r in self._claims().items() if self._fresh(r)}
+
+    def _withdraw(self) -> None:
         try:
-            return json.loads(self.store.read_bytes(LOCK_NAME))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:  # unreadable: treat as held, never steal blindly
-            if "not found" in str(e).lower() or "NoSuchKey" in str(e):
-                return None
-            return {"host": "?", "pid": "?", "renewed": time.time(), "ttl_s": self.ttl_s, "token": "?"}
+            self.store.fs.delete_file(self.store.path(self._claim))
+        except OSError:
+            pass
+
+    def _held_by(self, rec: dict[str, Any]) -> LockHeld:
+        expires = float(rec.get("renewed", 0)) + float(rec.get("ttl_s", self.ttl_s)) - time.time()
+        return LockHeld(f"{self.shown} is in use by {_describe(rec)}; if that driver is gone, its lease "
+                        f"expires {max(expires, 0):.0f}s from now")
 
     def _acquire_object(self) -> None:
-        for _ in range(3):
-            t0 = time.monotonic()
-            rec = self._read_object()
-            if self._fresh(rec):
-                raise LockHeld(f"{self.shown} is in use by {_describe(rec)}; if that driver is gone, its lease "
-                               f"expires {float(rec['renewed']) + float(rec.get('ttl_s', self.ttl_s)) - time.time():.0f}s "
-                               "from now")
-            self.store.write_bytes(LOCK_NAME, json.dumps(self._record()).encode())
-            if time.monotonic() - t0 > self.settle_s / 2:
-                continue  # too slow a store for the settle delay to separate two takers: again
-            time.sleep(self.settle_s)
-            after = self._read_object()
-            if after and after.get("token") == self.token:
-                return
-            raise LockHeld(f"{self.shown} was just taken by {_describe(after)}")
-        raise LockHeld(f"could not take the lock on {self.shown}: the store answered too slowly "
-                       f"(more than {self.settle_s / 2:.1f}s per request)")
+        t0 = time.monotonic()
+        others = self._others()
+        if others:
+            raise self._held_by(next(iter(others.values())))
+        self.store.write_bytes(self._claim, json.dumps(self._record()).encode())
+        if time.monotonic() - t0 > self.settle_s / 2:  # our claim may have landed after a rival's check
+            self._withdraw()
+            raise LockHeld(f"could not take the lock on {self.shown}: the store answered too slowly (more "
+                           f"than {self.settle_s / 2:.1f}s from listing to writing); try again")
+        time.sleep(self.settle_s)
+        others = self._others()
+        if others:  # a rival claimed at the same moment: both withdraw
+            self._withdraw()
+            raise LockHeld(f"{self.shown} is being taken by {_describe(next(iter(others.values())))} at the same "
+                           "moment; one driver per run")
+        for name, rec in self._claims().items():  # a crashed holder's expired claim: gone for good
+            if name != self._claim:
+                try:
+                    self.store.fs.delete_file(self.store.path(name))
+                except OSError:
+                    pass
 
     # ------------------------------------------------------------------ renewal
     def _renew_loop(self) -> None:
@@ -198,17 +226,23 @@ class RunLock:
                 log.warning("could not renew the lock on %s: %s", self.shown, e)
 
     def renew(self) -> None:
-        """Extend the lease; if another driver took it over meanwhile, say so loudly and stop."""
-        rec = _read_fd(self._fd) if self._fd is not None else self._read_object()
-        if rec and not rec.get("released") and rec.get("token") != self.token:
+        """Extend the lease; if another driver took it over meanwhile (this one was stopped for
+        longer than the lease), say so loudly and stop."""
+        if self._fd is not None:
+            rec = _read_fd(self._fd)
+            other = rec if rec and not rec.get("released") and rec.get("token") != self.token else None
+        else:
+            others = self._others()
+            other = next(iter(others.values())) if others else None
+        if other is not None:
             self.lost = True
             self._stop.set()
-            log.error("the lock on %s was taken over by %s: this driver must stop", self.shown, _describe(rec))
+            log.error("the lock on %s was taken over by %s: this driver must stop", self.shown, _describe(other))
             return
         if self._fd is not None:
             self._write_file(self._record())
         else:
-            self.store.write_bytes(LOCK_NAME, json.dumps(self._record()).encode())
+            self.store.write_bytes(self._claim, json.dumps(self._record()).encode())
 
 
 def _read_fd(fd: int) -> dict[str, Any] | None:

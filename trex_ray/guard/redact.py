@@ -159,6 +159,20 @@ def env_name_problem(what: str, value: str | None) -> str | None:
             f"(e.g. {what}=OPENAI_API_KEY)")
 
 
+def secrets_problem(urls: dict[str, str | None], names: dict[str, str | None]) -> str | None:
+    """The first refusal among config values: a URL (by its option's name) carrying credentials,
+    or a key where a variable's name belongs; None when all are fine."""
+    for what, url in urls.items():
+        problem = credentials_problem(what, url)
+        if problem:
+            return problem
+    for what, name in names.items():
+        problem = env_name_problem(what, name)
+        if problem:
+            return problem
+    return None
+
+
 class ConsoleFilter(logging.Filter):
     """Installed on the console's log handlers: every line scrubbed of secrets and stripped of
     terminal escape sequences and control characters (dataset and LLM text reach the logs)."""
