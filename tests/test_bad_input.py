@@ -55,7 +55,7 @@ CASES = [
     ("resume-corrupt-ledger", ["launch.py", "--resume", "{run}"], "events.jsonl:3: corrupt ledger line"),
     ("report-corrupt-ledger", ["-m", "trex_ray.report", "{run}"], "events.jsonl:3: corrupt ledger line"),
     ("file-uri-with-a-host", ["launch.py", "--run.storage=file://runs/x"],
-     "file://runs/x: a file:// URI names a path on this machine"),
+     "file://runs/x: a file:// URI names a path on this machine (file:///path), not one on runs"),
     ("credentials-in-storage-uri", ["launch.py", "--run.storage=s3://AKIAEXAMPLEEXAMPLE12:abc/def@bucket/runs"],
      "run.storage s3://***@bucket/runs: credentials inside the URL are refused"),
     ("key-as-env-name", ["launch.py", "--search.policy=llm", "--llm.model=m", "--llm.base_url=http://127.0.0.1:9/v1",

@@ -48,7 +48,7 @@ def as_local(uri: str) -> str:
     if parts.netloc not in ("", "localhost"):
         from trex_ray.config import ConfigError
 
-        raise ConfigError(f"{uri}: a file:// URI names a path on this machine (file:///path), not on host {parts.netloc}")
+        raise ConfigError(f"{uri}: a file:// URI names a path on this machine (file:///path), not one on {parts.netloc}")
     return unquote(parts.path) or "/"
 
 
@@ -229,6 +229,8 @@ def check_storage(storage: str | None) -> None:
     if scheme and scheme not in REMOTE_SCHEMES and scheme != "file" and len(scheme) > 1:
         raise ConfigError(f"run.storage {storage!r}: unsupported scheme {scheme}:// (use a path, s3:// or gs://)")
     shown = storage.split("?")[0]  # query options name endpoints; keep them out of messages
+    if scheme == "file":
+        as_local(storage)  # a file:// URI naming another host: its own one-line error
     try:
         store = RunStorage(storage)
         store.write_bytes(".trex_ray_probe", b"ok")
