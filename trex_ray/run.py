@@ -90,17 +90,21 @@ def _open_resumed(resume: str, locks: list[RunLock]) -> tuple[Config, Path]:
 
 
 def _open_new(cfg: Config, locks: list[RunLock]) -> tuple[Config, Path]:
-    run_id = cfg.run.run_id or new_run_id()
-    run_dir = (Path(cfg.run.output_dir).expanduser() / run_id).resolve()
-    taken = f"run directory {run_dir} already holds a run; use --resume {run_dir} or another run.run_id"
-    if (run_dir / LEDGER_NAME).exists():
-        raise ConfigError(taken)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=bool(cfg.run.run_id))
-    except FileExistsError:
-        raise ConfigError(f"run directory {run_dir} exists already; give another run.run_id") from None
-    except OSError as e:
-        raise ConfigError(f"cannot create the run directory {run_dir} (run.output_dir): {e.strerror or e}") from None
+    for _ in range(3):  # a drawn id is created exclusively: another run may have drawn it too
+        run_id = cfg.run.run_id or new_run_id()
+        run_dir = (Path(cfg.run.output_dir).expanduser() / run_id).resolve()
+        taken = f"run directory {run_dir} already holds a run; use --resume {run_dir} or another run.run_id"
+        if (run_dir / LEDGER_NAME).exists():
+            raise ConfigError(taken)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=bool(cfg.run.run_id))
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise ConfigError(f"cannot create the run directory {run_dir} (run.output_dir): {e.strerror or e}") from None
+    else:
+        raise ConfigError(f"could not create a new run directory under {cfg.run.output_dir}")
     locks.append(RunLock(run_dir).acquire())
     if (run_dir / LEDGER_NAME).exists():  # another driver started it between the check and the lock
         raise ConfigError(taken)

@@ -56,9 +56,10 @@ class LockHeld(ConfigError):
 
 
 def new_run_id() -> str:
-    """A timestamp (runs sort by start) and 6 random hex digits: two runs started in the same
-    second, on one machine or on two sharing a volume, get different ids."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    """A timestamp (runs sort by start) and 8 random hex digits: two runs started in the same
+    second, on one machine or on two sharing a volume, get different ids (and ``open_run``
+    creates the directory exclusively, drawing again in the one-in-four-billion case)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
 def _describe(rec: dict[str, Any] | None) -> str:
@@ -194,16 +195,21 @@ class RunLock:
         return LockHeld(f"{self.shown} is in use by {_describe(rec)}; if that driver is gone, its lease "
                         f"expires {max(expires, 0):.0f}s from now")
 
-    def _acquire_object(self) -> None:
-        t0 = time.monotonic()
-        others = self._others()
-        if others:
-            raise self._held_by(next(iter(others.values())))
-        self.store.write_bytes(self._claim, json.dumps(self._record()).encode())
-        if time.monotonic() - t0 > self.settle_s / 2:  # our claim may have landed after a rival's check
+    def _acquire_object(self, tries: int = 3) -> None:
+        for attempt in range(tries):
+            t0 = time.monotonic()
+            others = self._others()
+            if others:
+                raise self._held_by(next(iter(others.values())))
+            self.store.write_bytes(self._claim, json.dumps(self._record()).encode())
+            if time.monotonic() - t0 <= self.settle_s / 2:
+                break
+            # too slow: our claim may have landed after a rival's check; withdraw, wait, again
             self._withdraw()
+            time.sleep(self.settle_s * (1 + secrets.randbelow(100) / 100))
+        else:
             raise LockHeld(f"could not take the lock on {self.shown}: the store answered too slowly (more "
-                           f"than {self.settle_s / 2:.1f}s from listing to writing); try again")
+                           f"than {self.settle_s / 2:.1f}s from listing to writing, {tries} times); try again")
         time.sleep(self.settle_s)
         others = self._others()
         if others:  # a rival claimed at the same moment: both withdraw
