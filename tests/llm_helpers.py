@@ -133,8 +133,10 @@ def llm_cfg(base_url: str, **over: Any) -> "LLMConfig":
 class Script:
     """What the fake server answers, one entry per request, and what it was asked."""
 
-    def __init__(self, replies: list[Any] | Callable[[dict], Any]) -> None:
+    def __init__(self, replies: list[Any] | Callable[[dict], Any], echo_repeat: int = 1) -> None:
         self.replies = replies if callable(replies) else list(replies)
+        self.echo_repeat = echo_repeat  # times an error repeats the credentials it got
+        self.echo_pad = 0  # characters before them
         self.requests: list[dict[str, Any]] = []
         self.auth: list[str | None] = []
         self.lock = threading.Lock()
@@ -154,11 +156,13 @@ def fake_server():
     """Yields a function: replies -> (base_url, script): a fake OpenAI-compatible chat endpoint.
     ``replies`` is a list, one per request, or a function of the request body; a reply is a
     text (a 200 answer), an int (that HTTP status), or ("sleep", seconds, text) (a late answer).
-    Past the list's end it answers 500."""
+    Past the list's end it answers 500. Errors echo the request's Authorization header
+    ``echo_repeat`` times (after ``script.echo_pad`` dots), as some real servers do (to test
+    scrubbing)."""
     servers = []
 
-    def start(replies: Any) -> tuple[str, Script]:
-        script = Script(replies)
+    def start(replies: Any, echo_repeat: int = 1) -> tuple[str, Script]:
+        script = Script(replies, echo_repeat)
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -178,7 +182,8 @@ def fake_server():
                     reply = reply[2]
                 if isinstance(reply, int):
                     # like some real servers, echo the credentials in the error (to test scrubbing)
-                    msg = f"boom; got {self.headers.get('Authorization')}"
+                    # (repeated, a key lands across any length limit an error is cut to)
+                    msg = "boom;" + "." * script.echo_pad + f" got {self.headers.get('Authorization')}" * script.echo_repeat
                     data, status = json.dumps({"error": {"message": msg}}).encode(), reply
                 else:
                     data, status = completion(reply), 200

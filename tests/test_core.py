@@ -191,7 +191,7 @@ def test_ledger_is_durable_and_replays_equal_live(tmp_path):
 
 def test_torn_last_line_is_dropped(tmp_path):
     led = Ledger(tmp_path)
-    led.append({"type": "run_started"})
+    led.append({"type": "run_started", "task": "sst2"})
     led.close()
     with open(tmp_path / "events.jsonl", "a") as f:
         f.write('{"seq": 2, "type": "node_pl')

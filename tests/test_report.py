@@ -245,6 +245,8 @@ def _hostile_copy(run_dir: Path, dest: Path) -> Path:
              {"type": "insights_distilled", "after_trials": 3,
               "insights": [{"kind": "helped", "text": "lower lr " + EVIL, "nodes": [best]}]}]
     events = events[:-1] + extra + events[-1:]  # before run_finished: the run still reads as finished
+    for i, e in enumerate(events, 1):  # numbered as a ledger is (replay checks the order)
+        e["seq"], e["ts"] = i, e.get("ts", events[i - 2]["ts"])
     (dest / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     write_report(dest)
     return dest

@@ -15,7 +15,6 @@ import pytest
 from llm_helpers import after_trial_answer, fake_server  # noqa: F401 (fixture)
 from core_helpers import make_state, outcome, proposal, request
 from test_core import build, finished, plan_dict, planned
-from test_storage import s3  # noqa: F401 (fixture: a real S3-compatible server on 127.0.0.1)
 from trex_ray.researcher.builtin import BuiltinPolicy
 from trex_ray.search.ledger import read_events
 from trex_ray.search.plan import Plan, parse_plan
@@ -230,7 +229,7 @@ def test_full_child_starts_from_the_parents_weights(ctx, tiny_model_dir):
     assert_same({k: child_w[k] for k in parent_w}, parent_w)
 
 
-def test_warm_start_fetches_the_parent_from_object_storage(s3, ctx, tmp_path):  # noqa: F811
+def test_warm_start_fetches_the_parent_from_object_storage(s3, ctx, tmp_path):
     from dataclasses import replace
 
     from trex_ray.executor.execute import execute

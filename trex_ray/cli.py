@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trex_ray.config import Config, ConfigError, load_config, options_help
+from trex_ray.guard.redact import console_line, console_logging
 
 if TYPE_CHECKING:
     from trex_ray.search.inbox import Inbox
@@ -25,10 +26,16 @@ in RAY_ADDRESS (ray job submit). Every option below can be set in the YAML file 
 with the token from $HF_TOKEN (run.hub_token_env); exit 1 if only that upload failed."""
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+def setup_logging(level: str) -> None:
+    """The console's logging: every line scrubbed of secrets and terminal control sequences."""
+    console_logging(level)
     for noisy in ("ray", "transformers", "datasets", "filelock", "urllib3", "httpx", "torch", "deepspeed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def error(message: object) -> None:
+    """The one ``error:`` line of a refused command (scrubbed, one line, no control characters)."""
+    print(f"error: {console_line(str(message))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = None if args.resume else load_config(args.config, rest)
         if cfg and args.push_to_hub is not None:  # set as a string: YAML would read a repo "123" as a number
             cfg.run.push_to_hub = args.push_to_hub
-        _setup_logging(cfg.run.log_level if cfg else "INFO")
+        setup_logging(cfg.run.log_level if cfg else "INFO")
         from trex_ray.run import run_search
 
         summary = run_search(cfg, args.resume)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue with: python launch.py --resume <run dir>", file=sys.stderr)
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if push.get("status") == "failed":  # the run itself is complete and on disk; only the upload is missing
         from trex_ray.report.hub import push_message
 
-        print(f"error: {push_message(summary['run_dir'], push)}", file=sys.stderr)
+        error(push_message(summary["run_dir"], push))
         return 1
     if summary.get("no_success"):  # the outputs are written; the run just found nothing
         print(f"error: {summary['no_success']} (see {summary['run_dir']}/report.md)", file=sys.stderr)
@@ -84,8 +91,7 @@ def push_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from trex_ray.report.hub import check_push, hub_token, push_best, push_message, record_push
 
-    logging.basicConfig(level="INFO", format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
+    setup_logging("INFO")  # (httpx quiet: one line per HTTP request otherwise)
     run_dir = Path(args.run_dir).expanduser().resolve()
     try:
         if not (run_dir / "summary.json").is_file() or not (run_dir / "config.yaml").is_file():
@@ -95,13 +101,13 @@ def push_main(argv: list[str] | None = None) -> int:
         cfg = load_config(run_dir / "config.yaml")
         check_push(args.push_to_hub, cfg.run.hub_token_env)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
     status = push_best(run_dir, args.push_to_hub, hub_token(cfg.run.hub_token_env),
                        private=cfg.run.hub_private and not args.public)
     record_push(run_dir, json.loads((run_dir / "summary.json").read_text()), status)
     if status["status"] != "pushed":
-        print(f"error: {push_message(run_dir, status)}", file=sys.stderr)
+        error(push_message(run_dir, status))
         return 1
     print(status["commit_url"])
     return 0

@@ -402,6 +402,10 @@ class Config(_Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
+# fields whose given value is never repeated in an error (it may be a key or carry credentials)
+NEVER_ECHOED = {"api_key_env", "hub_token_env", "base_url", "storage", "mlflow_tracking_uri"}
+
+
 def _explain(e: ValidationError) -> str:
     msgs, own_task = [], []
     for err in e.errors():
@@ -412,6 +416,8 @@ def _explain(e: ValidationError) -> str:
             own_task += [f"task.definition: {field + ': ' if field else ''}{line}" for line in text.splitlines()]
         elif err["type"] == "extra_forbidden":
             msgs.append(f"unknown config key {where}")
+        elif where.split(".")[-1] in NEVER_ECHOED:  # the value may be a key or carry credentials
+            msgs.append(f"config {where}: {err['msg']}")
         elif isinstance(err.get("input"), dict):  # a section's own check: the message says it all
             msgs.append(f"config {where}: {err['msg'].removeprefix('Value error, ')}")
         else:
@@ -441,6 +447,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()
             raise ConfigError(f"config file not found: {p}")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {p} is not UTF-8 text (save it as UTF-8; UTF-16 and other "
+                              "encodings are not read)") from None
+        except OSError as e:
+            raise ConfigError(f"config file {p} cannot be read: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
         if not isinstance(data, dict):

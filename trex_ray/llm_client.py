@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trex_ray.config import ConfigError, LLMConfig
+from trex_ray.guard.redact import scrub
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,8 @@ class LLMClient:
             except Exception as e:
                 if not _retryable(e) or attempt == self.cfg.max_retries:
                     self._charge(usage)  # the retries still count
-                    detail = str(e)[:300].replace(self._key, "***") if self._key else str(e)[:300]
+                    # scrubbed before it is cut: a key cut in half would no longer match
+                    detail = scrub(str(e), [self._key])[:300]
                     raise LLMError(f"LLM request failed after {attempt + 1} attempt(s): {type(e).__name__}: {detail}",
                                    status=getattr(e, "status_code", None)) from None
                 usage.retries += 1

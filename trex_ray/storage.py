@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,19 @@ MIRRORED = ("events.jsonl", "config.yaml", "tree.json", "summary.json", "report.
 
 def is_remote(uri: str | os.PathLike | None) -> bool:
     return bool(uri) and urlsplit(str(uri)).scheme in REMOTE_SCHEMES
+
+
+def as_local(uri: str) -> str:
+    """A ``file://`` URI as the local path it names (anything else unchanged): pathlib would
+    read ``file:///data/runs`` as a relative folder ``file:/data/runs``."""
+    parts = urlsplit(str(uri))
+    if parts.scheme != "file":
+        return str(uri)
+    if parts.netloc not in ("", "localhost"):
+        from trex_ray.config import ConfigError
+
+        raise ConfigError(f"{uri}: a file:// URI names a path on this machine (file:///path), not one on {parts.netloc}")
+    return unquote(parts.path) or "/"
 
 
 class RunStorage:
@@ -55,7 +68,7 @@ class RunStorage:
             self._scheme, self._query = parts.scheme, parts.query
         else:
             self.fs = pafs.LocalFileSystem()
-            self.base = str(Path(self.uri).expanduser().resolve())
+            self.base = str(Path(as_local(self.uri)).expanduser().resolve())
 
     def __repr__(self) -> str:
         return f"RunStorage({self.display()})"
@@ -157,11 +170,40 @@ def fetch(uri_or_path: str, dest: str | os.PathLike) -> Path:
 
 
 def scratch_dir(run_id: str, *parts: str) -> Path:
-    """A folder on this machine's own disk for one run's temporary files."""
-    root = Path(os.environ.get("TREX_RAY_SCRATCH", Path(tempfile.gettempdir()) / "trex_ray"))
-    p = root.joinpath(run_id, *parts)
+    """A folder on this machine's own disk for one run's temporary files, under a root only this
+    user can enter (see ``scratch_root``)."""
+    p = scratch_root().joinpath(run_id, *parts)
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+_private_root: list[Path] = []
+
+
+def scratch_root() -> Path:
+    """``$TREX_RAY_SCRATCH``, else ``<temp>/trex_ray-<uid>``: per user, mode 0700, checked to be a
+    real folder this user owns that nobody else can enter. On a shared host another user could
+    otherwise create the predictable path first (or link it elsewhere) and read or plant a run's
+    downloads; when the check fails, a fresh private folder (``mkdtemp``) is used instead."""
+    if os.environ.get("TREX_RAY_SCRATCH"):
+        return Path(os.environ["TREX_RAY_SCRATCH"])
+    if _private_root:
+        return _private_root[0]
+    import stat
+
+    uid = os.getuid()
+    root = Path(tempfile.gettempdir()) / f"trex_ray-{uid}"
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(root)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077:
+            return root
+        why = "is not a private folder of this user"
+    except OSError as e:
+        why = f"cannot be used ({e.strerror or e})"
+    _private_root.append(Path(tempfile.mkdtemp(prefix=f"trex_ray-{uid}-")))
+    log.warning("scratch folder %s %s; using %s instead", root, why, _private_root[0])
+    return _private_root[0]
 
 
 def run_storage_uri(storage: str | None, run_dir: str | os.PathLike) -> str:
@@ -171,7 +213,7 @@ def run_storage_uri(storage: str | None, run_dir: str | os.PathLike) -> str:
     if not storage:
         return str(run_dir)
     if not is_remote(storage):
-        return str((Path(storage).expanduser() / run_dir.name).resolve())
+        return str((Path(as_local(storage)).expanduser() / run_dir.name).resolve())
     parts = urlsplit(storage)
     return parts._replace(path=parts.path.rstrip("/") + "/" + run_dir.name).geturl()
 
@@ -187,12 +229,17 @@ def check_storage(storage: str | None) -> None:
     if scheme and scheme not in REMOTE_SCHEMES and scheme != "file" and len(scheme) > 1:
         raise ConfigError(f"run.storage {storage!r}: unsupported scheme {scheme}:// (use a path, s3:// or gs://)")
     shown = storage.split("?")[0]  # query options name endpoints; keep them out of messages
+    if scheme == "file":
+        as_local(storage)  # a file:// URI naming another host: its own one-line error
     try:
         store = RunStorage(storage)
         store.write_bytes(".trex_ray_probe", b"ok")
         store.fs.delete_file(store.path(".trex_ray_probe"))
     except Exception as e:  # noqa: BLE001 - pyarrow raises OSError, ValueError, ArrowInvalid...
-        raise ConfigError(f"run.storage {shown} is not writable from this machine: {str(e).splitlines()[0][:300]}") from None
+        from trex_ray.guard.redact import scrub
+
+        why = scrub((str(e).splitlines() or [type(e).__name__])[0])[:300]  # scrubbed, then cut
+        raise ConfigError(f"run.storage {shown} is not writable from this machine: {why}") from None
 
 
 def fetch_run(uri: str, local_parent: str | os.PathLike) -> Path:
@@ -200,9 +247,13 @@ def fetch_run(uri: str, local_parent: str | os.PathLike) -> Path:
     machine; returns the local run directory (``local_parent/<run id>``)."""
     store = RunStorage(uri)
     dest = Path(local_parent).expanduser() / Path(store.base).name
-    dest.mkdir(parents=True, exist_ok=True)
     if (dest / "events.jsonl").is_file():  # this machine has the run already: its ledger is newer
         return dest.resolve()
+    if not store.exists("events.jsonl"):  # nothing is written here for what is not a run
+        from trex_ray.config import ConfigError
+
+        raise ConfigError(f"--resume {store.display()}: not a TREX-Ray run (no events.jsonl there)")
+    dest.mkdir(parents=True, exist_ok=True)
     for name in MIRRORED:
         if store.exists(name):
             (dest / name).write_bytes(store.read_bytes(name))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trex_ray.executor.context import TrialContext
+from trex_ray.guard.redact import scrub
 from trex_ray.search.plan import Plan
 from trex_ray.search.selection import Rescore
 from trex_ray.search.tree import Node
@@ -119,7 +120,7 @@ def final_evaluation(ctx: TrialContext, root: Node | None, best: Node | None, me
                            test_gain=paired(task, base_gens, gens, rows, metric, ctx.resamples, level=ctx.confidence).to_dict())
         except Exception as e:  # noqa: BLE001 - the run's other outputs must still be written
             log.warning("test evaluation failed: %s", e)
-            out["test_error"] = f"{type(e).__name__}: {e}"[:2000]
+            out["test_error"] = scrub(f"{type(e).__name__}: {e}")[:2000]
         out["test_seconds"] = round(time.time() - t0, 2)
     if export and best_model is not None:
         try:
@@ -130,7 +131,7 @@ def final_evaluation(ctx: TrialContext, root: Node | None, best: Node | None, me
             out["merged_model_dir"] = merged
         except Exception as e:  # noqa: BLE001
             log.warning("merged export failed: %s", e)
-            out["export_error"] = f"{type(e).__name__}: {e}"[:2000]
+            out["export_error"] = scrub(f"{type(e).__name__}: {e}")[:2000]
     return out
 
 

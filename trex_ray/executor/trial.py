@@ -22,6 +22,7 @@ from ray.tune import PlacementGroupFactory
 
 from trex_ray.executor.context import AcceleratorClock, TrialContext
 from trex_ray.executor.execute import execute
+from trex_ray.guard.redact import scrub
 from trex_ray.search.halving import Rung
 from trex_ray.search.outcome import Cost
 from trex_ray.search.plan import TrialResources, parse_plan
@@ -88,9 +89,12 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         else:
             outcome = execute(plan, node_id, ctx, progress, **run)
     except Exception as e:  # the plan's own failure: record it, do not retry
-        log.warning("node %s failed: %s", node_id, e)
-        tune.report({"node_id": node_id, "phase": "failed", "error": f"{type(e).__name__}: {e}"[:4000],
-                     "traceback": traceback.format_exc()[-4000:], "cost": json.dumps(asdict(clock.read()))})
+        # scrubbed before cut: the error may quote a request (an endpoint's key) and lands in
+        # Tune's result files, the ledger and the console
+        error = scrub(f"{type(e).__name__}: {e}")
+        log.warning("node %s failed: %s", node_id, error[:300])
+        tune.report({"node_id": node_id, "phase": "failed", "error": error[:4000],
+                     "traceback": scrub(traceback.format_exc())[-4000:], "cost": json.dumps(asdict(clock.read()))})
         return
     spent = clock.read()
     outcome.cost.accelerator_seconds, outcome.cost.accelerator = spent.accelerator_seconds, spent.accelerator

@@ -21,6 +21,7 @@ from typing import Any
 
 from ftbench.task import Task
 from trex_ray.config import BUILTIN_MODEL, Config, ConfigError
+from trex_ray.guard.redact import scrub
 from trex_ray.search.plan import Plan
 from trex_ray.search.tree import Tree
 
@@ -181,7 +182,7 @@ def push_best(run_dir: Path, repo_id: str, token: str, private: bool = True) -> 
         commit = api.upload_folder(repo_id=url.repo_id, folder_path=best_dir, repo_type="model",
                                    commit_message=f"TREX-Ray: best model of run {Path(run_dir).name}")
     except Exception as e:  # noqa: BLE001 - any failure is recorded; the outputs stay on disk
-        error = f"{type(e).__name__}: {e}".replace(token, "***")[:2000]
+        error = scrub(f"{type(e).__name__}: {e}", [token])[:2000]
         log.error("push to the Hub repo %s failed: %s", repo_id, error.splitlines()[0] if error else "")
         return {"repo": repo_id, "status": "failed", "error": error}
     log.info("pushed to %s", commit.commit_url)

@@ -9,6 +9,7 @@ from typing import Any
 
 from trex_ray.search.plan import Plan
 from trex_ray.search.tree import Tree
+from trex_ray.guard.redact import terminal_safe
 
 log = logging.getLogger("trex_ray.live")
 
@@ -38,7 +39,7 @@ class LiveView:
         elif kind == "expanding":
             log.info("expand  %-4s (the Researcher is proposing children)", node)
         elif kind == "expanded":
-            note = f": {' '.join(str(info['note']).split())[:200]}" if info.get("note") else ""
+            note = f": {_one_line(info['note'])[:200]}" if info.get("note") else ""
             log.info("planned %s under %s (%s%s)", ", ".join(info["children"]) or "nothing", node, info["source"], note)
         elif kind == "finished":
             self._finished(node, info)
@@ -84,7 +85,7 @@ class LiveView:
         else:
             self.failed += 1
             # one line per event: a multi-line error (a traceback's tail) is folded onto it
-            log.info("FAILED  %-4s %s", node, " ".join(str(r.get("error", "unknown")).split())[:300])
+            log.info("FAILED  %-4s %s", node, _one_line(r.get("error", "unknown"))[:300])
         best = f"{self.best[0]:.4f}{self.best[2]} ({self.best[1]})" if self.best else "-"
         unit = "example-epochs" if self.unit == "example_epochs" else "accelerator-s"
         per = ", ".join(f"r{k} {v:.0f}" for k, v in sorted(self.spent.items()))
@@ -96,6 +97,12 @@ class LiveView:
 def interval_text(iv: dict[str, Any] | None) -> str:
     """`` [0.8100, 0.8900]`` for an interval, "" without one."""
     return f" [{iv['low']:.4f}, {iv['high']:.4f}]" if iv else ""
+
+
+def _one_line(text: object) -> str:
+    """Untrusted text (LLM notes, trial errors that quote data) as one plain console line: no
+    escape sequences or control characters, whitespace folded (a traceback's tail included)."""
+    return " ".join(terminal_safe(str(text)).split())
 
 
 def leaderboard(tree: Tree, metric: str) -> str:

@@ -27,6 +27,7 @@ from trex_ray.researcher.context import analyze_requirements, render_context
 from trex_ray.researcher.research import CITE, FINDINGS_SHARE, ResearchLog, cited, ensure_research, render_findings
 from trex_ray.search.plan import DIRECTION_HELP, SEARCH_DIRECTIONS, Plan, SearchDirection, TrainingConfig, bounds
 from trex_ray.search.request import ExpansionRequest, Proposal
+from trex_ray.untrusted import fence
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,9 @@ class LLMResearcher:
             errors = str(e)
         retry = messages + [
             {"role": "assistant", "content": text[:ECHO_CAP]},
-            {"role": "user", "content": f"That reply is invalid: {errors[:2000]}\nReply again with the corrected JSON object only."},
+            # the errors quote the reply (LLM text): data, like any other
+            {"role": "user", "content": f"That reply is invalid; the errors:\n{fence(errors[:2000])}\n"
+                                        "Reply again with the corrected JSON object only."},
         ]
         text, _ = self.client.chat(retry, schema, name)
         try:
@@ -242,15 +245,19 @@ class LLMResearcher:
 
     @staticmethod
     def _plans_prompt(choice: DirectionChoice, start: Plan, n: int, request: ExpansionRequest) -> str:
-        cols = ", ".join(request.task.columns) or "(unknown)"
+        # The starting plan (whose templates an LLM may have written) and the dataset's column
+        # names are untrusted text: they go in the data block, never in the instructions.
+        data = fence("STARTING PLAN " + start.model_dump_json(exclude={"rationale"})
+                     + "\nTRAIN SPLIT COLUMNS " + json.dumps(list(request.task.columns), ensure_ascii=False))
         return (
-            f"Step 2. Propose {n} plan(s) in direction {choice.direction}, each a change of this starting "
-            f"plan:\n{start.model_dump_json(exclude={'rationale'})}\n"
+            f"Step 2. Propose {n} plan(s) in direction {choice.direction}, each a change of the starting "
+            f"plan in this data block:\n{data}\n"
             f"Rules: direction is one of {', '.join(SEARCH_DIRECTIONS)}; "
             "every plan has a training config; recipe.steps start with a load step "
             "({\"op\": \"load\", \"source\": \"task:train\"}) and have exactly one format step "
-            f"({{\"op\": \"format\", \"prompt\": ..., \"completion\": ...}}) whose templates use only {{column}} fields "
-            f"from: {cols}; other step ops: {', '.join(_step_ops())}; subsample n <= {request.task.train_rows}. "
+            "({\"op\": \"format\", \"prompt\": ..., \"completion\": ...}) whose templates use only {column} fields "
+            f"from the train split's columns listed in the data block; other step ops: {', '.join(_step_ops())}; "
+            f"subsample n <= {request.task.train_rows}. "
             f"training: {bounds(TrainingConfig, PROMPT_BOUNDS)}. {_warm_start_rule(request)} "
             "Each plan must differ from the others and from the existing "
             "children; state how in `differences` and in each plan's rationale. "

@@ -84,7 +84,7 @@ class SearchState:
         else:
             self._record({"type": "run_started", "task": task.id, "metric": task.metric,
                           "higher_is_better": task.higher_is_better, "metric_range": list(task.metric_range),
-                          "max_trials": cfg.search.max_trials})
+                          "max_trials": cfg.search.max_trials, "base_model": cfg.model.name_or_path})
         self._next_id = 1 + max((node_number(n) for n in self.tree.nodes), default=-1)
         self.expanding: str | None = None
         self.closed = False  # after close(): late diagnoses and insights are dropped
