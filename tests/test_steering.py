@@ -14,7 +14,6 @@ import pytest
 
 from core_helpers import TASK, make_state, outcome, proposal, request
 from llm_helpers import plan_dict
-from test_storage import s3  # noqa: F401 (fixture: a real S3-compatible server)
 from trex_ray.researcher.context import analyze_requirements, render_context
 from trex_ray.search import spend
 from trex_ray.search.inbox import Inbox, new_command_id
