@@ -1,17 +1,18 @@
 """LawBench 2-1 (document proofreading): corpus F0.5 of character-level ChERRANT edits.
 
 LawBench's ``wsjd.py`` writes (source sentence, prediction) and (source sentence, reference)
-pairs, turns each into M2 edits with ChERRANT's ``parallel_to_m2.py -g char`` (Levenshtein-style
-alignment with transpositions, every cheapest alignment kept, edits merged into spans) and scores
-them with ``compare_m2_for_evaluation.py`` (span-level correction TP/FP/FN summed over the corpus,
-F0.5 rounded to 4 places). This module follows that pipeline step by step.
+pairs, turns each into M2 edits with ChERRANT's ``parallel_to_m2.py -g char`` (alignment in
+``ftbench.cherrant_align``; every cheapest alignment kept, edits merged into spans by
+``merger.py``) and scores them with ``compare_m2_for_evaluation.py`` (span-level correction
+TP/FP/FN summed over the corpus, F0.5 rounded to 4 places). This module follows that pipeline
+step by step, including OpenCC's traditional-to-simplified conversion of both targets.
 
-Deviations, because their inputs are not available here: the substitution cost ignores the
-Cilin thesaurus, pinyin and the confusion set (every pair of different characters is treated as
-semantically unrelated and not homophonous, cost 4/6 + 0.5 + punctuation cost), which can change
-which of two near-equal alignments is cheapest; OpenCC traditional-to-simplified conversion of
-targets is skipped; the 10-second per-sentence timeout (after which ChERRANT replaces the target
-by "无") is emulated by a cap on the number of cheapest alignments.
+Not reproduced: the source's 10-second timeout per sentence pair (after which the target is
+replaced by "无") depends on the machine; it is emulated by a cap on the number of cheapest
+alignments (``MAX_ALIGNMENTS``). A carriage return in a prediction, which splits the source's
+line-based files and makes its scorer fail, is treated as whitespace here. Sentence pairs over
+~980 characters in all, where the source's recursive search hits Python's recursion limit (and
+is treated as timed out), are aligned normally; LawBench's sentences are at most 452 characters.
 """
 
 from __future__ import annotations
@@ -23,89 +24,14 @@ from functools import lru_cache
 from itertools import groupby
 from typing import Sequence
 
-_CN_PUNCT = "！？｡＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘'‛“”„‟…‧﹏\""
-PUNCT = set(_CN_PUNCT + string.punctuation)
-MAX_ALIGNMENTS = 20000  # stands in for the source's 10 s timeout per sentence
+from ftbench.cherrant_align import Edit, align, cheapest_alignments, count_alignments, tokenize
 
-Edit = tuple  # (op, src_start, src_end, tgt_start, tgt_end)
-
-
-def tokenize(sentence: str) -> list[str]:
-    """ChERRANT char tokens: whitespace removed, one token per character, "[缺失成分]" kept whole."""
-    s = "".join(sentence.split())
-    return " ".join(s).replace("[ 缺 失 成 分 ]", "[缺失成分]").split(" ")
-
-
-def _all_chinese(w: str) -> bool:
-    return all("\u4e00" <= ch <= "\u9fff" for ch in w)
-
-
-def _sub_cost(a: str, b: str) -> float:
-    if a == b:
-        return 0.0
-    semantic = 4 / 6.0  # Cilin class unknown
-    if a in PUNCT and b in PUNCT:
-        pos = 0.0
-    elif a not in PUNCT and b not in PUNCT:
-        pos = 0.25
-    else:
-        pos = 0.499
-    return semantic + 0.5 + pos  # char cost 0.5: not all-Chinese, or no shared pinyin/confusion
-
-
-def _align(src: list[str], tgt: list[str]) -> list[list]:
-    n, m = len(src), len(tgt)
-    cost = [[0.0] * (m + 1) for _ in range(n + 1)]
-    oper: list[list[list[str] | None]] = [[None] * (m + 1) for _ in range(n + 1)]
-    for i in range(1, n + 1):
-        cost[i][0], oper[i][0] = cost[i - 1][0] + 1, ["D"]
-    for j in range(1, m + 1):
-        cost[0][j], oper[0][j] = cost[0][j - 1] + 1, ["I"]
-    for i in range(n):
-        for j in range(m):
-            if src[i] == tgt[j]:
-                cost[i + 1][j + 1], oper[i + 1][j + 1] = cost[i][j], ["M"]
-                continue
-            dele, ins = cost[i][j + 1] + 1, cost[i + 1][j] + 1
-            sub = cost[i][j] + _sub_cost(src[i], tgt[j])
-            trans, k = float("inf"), 1
-            while i - k >= 0 and j - k >= 0 and cost[i - k + 1][j - k + 1] != cost[i - k][j - k]:
-                if sorted(src[i - k : i + 1]) == sorted(tgt[j - k : j + 1]):
-                    trans = cost[i - k][j - k] + k
-                    break
-                k += 1
-            costs = [trans, sub, ins, dele]
-            best = min(costs)
-            cost[i + 1][j + 1] = best
-            oper[i + 1][j + 1] = [op for op, c in zip(("T" + str(k + 1), "S", "I", "D"), costs) if c == best]
-    return oper
-
-
-def _cheapest_alignments(oper, n: int, m: int) -> list[list[Edit]] | None:
-    """Every cheapest alignment (only the first when the lengths differ by more than 10), or
-    None when there are more than MAX_ALIGNMENTS (the source would time out)."""
-    first_only = abs(n - m) > 10
-    out: list[list[Edit]] = []
-    stack: list[tuple[int, int, list[Edit]]] = [(n, m, [])]
-    while stack:
-        i, j, seq = stack.pop()
-        if i + j == 0:
-            out.append(seq[::-1])
-            if len(out) > MAX_ALIGNMENTS:
-                return None
-            continue
-        ops = oper[i][j][:1] if first_only else oper[i][j]
-        for op in reversed(ops):  # reversed so that the stack yields the source's DFS order
-            if op in ("M", "S"):
-                stack.append((i - 1, j - 1, seq + [(op, i - 1, i, j - 1, j)]))
-            elif op == "D":
-                stack.append((i - 1, j, seq + [(op, i - 1, i, j, j)]))
-            elif op == "I":
-                stack.append((i, j - 1, seq + [(op, i, i, j - 1, j)]))
-            else:
-                k = int(op[1:])
-                stack.append((i - k, j - k, seq + [(op, i - k, i, j - k, j)]))
-    return out
+# merger.py's punctuation string (not alignment.py's: no 〰〾〿﹏, an extra "."); ``in`` on it is a
+# substring test, so a multi-character span such as "()" counts as punctuation, as in the source
+MERGER_PUNCT = string.punctuation + (
+    "！？｡＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟–—‘'‛“”„‟…‧."
+)
+MAX_ALIGNMENTS = 20000  # stands in for the source's 10 s timeout per sentence pair
 
 
 def _merge(seq: list[Edit], tag: str) -> list[Edit]:
@@ -135,9 +61,9 @@ def _levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
-def _merger(align: list[Edit], src: list[str], tgt: list[str]) -> list[Edit]:
+def _merger(alignment: list[Edit], src: list[str], tgt: list[str]) -> list[Edit]:
     edits: list[Edit] = []
-    for op, group in groupby(align, lambda x: x[0][0] if x[0][0] in ("M", "T") else False):
+    for op, group in groupby(alignment, lambda x: x[0][0] if x[0][0] in ("M", "T") else False):
         group = list(group)
         edits.extend(group if op == "T" else _process_seq(group))
     span = lambda toks, a, b: "".join(toks[a:b])  # noqa: E731
@@ -171,7 +97,7 @@ def _merger(align: list[Edit], src: list[str], tgt: list[str]) -> list[Edit]:
                 if len(a) < len(b):
                     a, b = b, a
                 swap = False
-                if a not in PUNCT and b not in PUNCT and len(a) - len(b) <= 1:
+                if a not in MERGER_PUNCT and b not in MERGER_PUNCT and len(a) - len(b) <= 1:
                     if len(b) == 1:
                         swap = a == b
                     else:
@@ -236,12 +162,24 @@ def _trim(e: Edit, src: list[str], tgt: list[str]) -> Edit | None:
     return (op, start_1, end_1, start_2, end_2)
 
 
+_CATEGORY = {"T": "W", "D": "R", "I": "M", "S": "S"}  # classifier.py at char level
+
+
 def _edit_key(e: Edit, tgt: list[str]) -> tuple[tuple, str]:
-    """(span-correction key, category) as the M2 line of this edit would read back."""
+    """(span-correction key, category) as compare_m2 reads back the M2 line the source writes,
+    ``A start end|||cat|||tokens|||REQUIRED|||-NONE-|||0``: split on "|||", spaces removed from
+    the tokens (so a "|" in the text is read back as the source reads it)."""
     op = e[0][0]
-    cor = "".join(tgt[e[3] : e[4]])
-    cat = {"T": "W", "D": "R", "I": "M", "S": "S"}[op]
-    return (e[1], e[2], "-NONE-" if op == "D" else cor), cat
+    toks = "-NONE-" if op == "D" else " ".join(tgt[e[3] : e[4]])
+    fields = f"{e[1]} {e[2]}|||{_CATEGORY[op]}|||{toks}|||REQUIRED|||-NONE-|||0".split("|||")
+    return (e[1], e[2], fields[2].replace(" ", "")), fields[1]
+
+
+@lru_cache(maxsize=1)
+def _to_simplified():
+    from opencc import OpenCC
+
+    return OpenCC("t2s").convert
 
 
 @lru_cache(maxsize=4096)  # the reference side is the same in every evaluation of a model
@@ -249,7 +187,7 @@ def sentence_edits(source: str, target: str) -> dict[tuple, list[str]]:
     """Span-correction edits (key -> categories, with multiplicity) of one sentence pair; the
     returned dict is shared through the cache and must not be modified."""
     src = tokenize(source)
-    tgt_str = "".join(target.split())
+    tgt_str = _to_simplified()("".join(target.split()))  # parallel_to_m2 converts every target
     if not tgt_str:
         tgt_str = "无"  # the source cannot tokenize an empty target and falls back to "无"
     tgt = tokenize(tgt_str)
@@ -257,12 +195,12 @@ def sentence_edits(source: str, target: str) -> dict[tuple, list[str]]:
         return {(-1, -1, "-NONE-"): ["noop"]}
     if tgt_str == "无法标注":
         return {(-1, -1, "-NONE-"): ["NA"]}
-    aligns = _cheapest_alignments(_align(src, tgt), len(src), len(tgt))
-    if aligns is None:
-        return sentence_edits(source, "无")
+    oper = align(src, tgt)
+    if count_alignments(oper, len(src), len(tgt)) > MAX_ALIGNMENTS:
+        return sentence_edits(source, "无")  # where the source would have timed out
     out: dict[tuple, list[str]] = defaultdict(list)
     seen: set[tuple] = set()
-    for al in aligns:
+    for al in cheapest_alignments(oper, len(src), len(tgt)):
         edits = _merger(al, src, tgt)
         if tuple(edits) in seen:  # each distinct edit list once, all written as annotator 0
             continue

@@ -68,6 +68,7 @@ ACI_BENCH = Task(
         columns={},
     ),
     normalize=normalize,
+    source_splits=("train", "dev", "test"),
     source="wyim/aci-bench data/challenge_data (train, valid, clinicalnlp_taskB_test1, clinicalnlp_taskC_test2, clef_taskC_test3)",
     licence="CC BY 4.0",
 )

@@ -119,6 +119,7 @@ CS_BENCH = Task(
     max_new_tokens=32,
     hub=HubSource(repo_id="CS-Bench/CS-Bench", splits={"dev": "validation", "test": "test"}),
     normalize=normalize,
+    source_splits=("dev", "test"),
     source="csbench/csbench Dataset/CSBench-EN/{test,valid}.json; scoring gen_judgment.py + show_result.py",
     licence="CC BY-NC 4.0",
 )

@@ -21,8 +21,9 @@ import re
 from itertools import combinations
 from pathlib import Path
 
+from ftbench.datafiles import local_file, read_local
 from ftbench.metrics import mean
-from ftbench.task import HubSource, Task, _local_file, _read_local
+from ftbench.task import HubSource, Task
 
 LETTERS = ("A", "B", "C", "D")
 _SEP = r"\s*(?:,|;|->|-->|→|>|\||\band\b|\bthen\b)?\s*"
@@ -101,9 +102,9 @@ def read_folder(folder: Path, split: str) -> list[dict] | None:
     if split != "dev":
         return None
     for name in ("val", "validation"):
-        f = _local_file(folder, name)
+        f = local_file(folder, name)
         if f is not None:
-            return _read_local(f)
+            return read_local(f)
     return None
 
 
@@ -125,6 +126,7 @@ ECONLOGICQA = Task(
     hub=HubSource(repo_id="yinzhu-quan/econ_logic_qa", splits={"train": "train", "dev": "val", "test": "test"}),
     normalize=normalize,
     read_folder=read_folder,
+    source_splits=("train", "dev", "test"),
     source="Hugging Face yinzhu-quan/econ_logic_qa; extraction as lm-evaluation-harness econ_logic_qa",
     licence="CC BY-NC-SA 4.0 (as reported)",
 )

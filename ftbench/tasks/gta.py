@@ -4,7 +4,8 @@ Source: open-compass/GTA (Wang et al., NeurIPS 2024 Datasets & Benchmarks); 229 
 queries with image files, each with the gold tool chain (``dialogs``) and a gold answer
 (``gt_answer``): ``{"whitelist": [[aliases]...], "blacklist": [[aliases]...] | null}`` for
 objective queries, a list of reference sentences for subjective ones, null for image-generation
-ones. The repo is Apache-2.0; the dataset's licence is not stated in git. Test only. Release:
+ones. The repo is Apache-2.0; the dataset's licence is not stated in git. Test only; dev is
+20 queries carved from test by a hash of the id and left out of every test score. Release:
 ``gta_dataset.zip`` (``dataset.json`` + ``toolmeta.json`` + ``image/``), also on the Hugging Face
 Hub as ``Jize1/GTA`` (its file layout, ``dataset.json`` at the root, was not verified from here).
 
@@ -25,8 +26,9 @@ import json
 import re
 from pathlib import Path
 
+from ftbench.datafiles import read_json_records
 from ftbench.metrics import mean
-from ftbench.task import HubSource, Task, _read_json_records
+from ftbench.task import HubSource, Task
 
 HUB_REPO = "Jize1/GTA"
 INSTRUCTION = (
@@ -116,7 +118,7 @@ def read_folder(folder: Path, split: str) -> list[dict] | None:
         return None
     for f in (folder / "dataset.json", folder / "gta_dataset" / "dataset.json"):
         if f.exists():
-            return _read_json_records(f)
+            return read_json_records(f)
     return None
 
 
@@ -125,7 +127,7 @@ def hub_loader(split: str) -> list[dict] | None:
         return None
     from huggingface_hub import hf_hub_download
 
-    return _read_json_records(Path(hf_hub_download(HUB_REPO, "dataset.json", repo_type="dataset")))
+    return read_json_records(Path(hf_hub_download(HUB_REPO, "dataset.json", repo_type="dataset")))
 
 
 GTA = Task(
@@ -148,6 +150,8 @@ GTA = Task(
     normalize=normalize,
     read_folder=read_folder,
     hub_loader=hub_loader,
+    source_splits=("test",),
+    dev_from_test=20,  # 229 queries: 20 dev, 209 test
     source="open-compass/GTA release gta_dataset.zip (dataset.json); scoring opencompass/datasets/gta_bench.py iscorrect",
     licence="Apache-2.0 repo; dataset licence not stated",
 )

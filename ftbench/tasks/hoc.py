@@ -78,6 +78,7 @@ HOC = Task(
     max_new_tokens=48,
     hub=None,
     normalize=normalize,
+    source_splits=("train", "dev", "test"),
     source="qingyu-qc/gpt_bionlp_benchmark Benchmarks/Hoc/datasets/full_set (BLUE split of sb895/Hallmarks-of-Cancer)",
     licence="GPL-3.0 (HoC corpus)",
 )

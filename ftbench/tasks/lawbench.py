@@ -2,15 +2,18 @@
 
 Source: open-compass/LawBench (Fei et al. 2023); the repo is Apache-2.0 and its data mixes
 upstream sets whose own licences apply (FLK, JEC_QA, CAIL2018/2019/2021/2022, LAIC2021, AIStudio,
-CrimeKgAssitant, LEVEN, LawGPT_zh). 20 tasks x 500 items, test only (no train, no dev; the
-search must build its own training data). Prompts are the zero-shot ``instruction + "\\n" +
-question`` that LawBench's prediction files show as ``origin_prompt``.
+CrimeKgAssitant, LEVEN, LawGPT_zh). 20 tasks x 500 items, test only (no train: the search must
+build its own training data). Dev is carved from test: the 10 items of each sub-task whose id
+ranks first by a hash (200 with all 20 sub-tasks present), removed from test for good, so every
+test score here is over the remaining items (8,800 of the shared 9,000-item copy). Prompts are
+the zero-shot ``instruction + "\\n" + question`` that LawBench's prediction files show as
+``origin_prompt``.
 
 Scoring: each task by its ``evaluation/evaluation_functions`` scorer (``ftbench.metrics_lawbench``,
 2-1 in ``ftbench.metrics_cherrant``), on the raw generation; the primary ``average`` is the
 unweighted mean of the task scores over the tasks present (the leaderboard average / 100 when all
-20 are there). Per-task scores are reported as ``task_<id>``. Deviations (ChERRANT's lexical
-resources, cn2an) are listed in those modules.
+20 are there). Per-task scores are reported as ``task_<id>``. Deviations (cn2an; ChERRANT's
+machine-dependent timeout) are listed in those modules.
 
 Hub: no Hugging Face copy is known. Load a local folder: either this package's ``test.jsonl``
 (id, task_id, prompt, instruction, reference) or a LawBench checkout's ``data/`` folder, whose
@@ -89,6 +92,9 @@ LAWBENCH = Task(
     hub=None,
     normalize=normalize,
     read_folder=read_folder,
+    source_splits=("test",),
+    dev_from_test=10,  # per sub-task: 200 dev rows, every sub-task in dev
+    dev_strata="task_id",
     source="open-compass/LawBench data/zero_shot/*.json; scoring evaluation/evaluation_functions/*.py",
     licence="Apache-2.0 repo; upstream datasets' own licences apply",
 )

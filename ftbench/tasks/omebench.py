@@ -68,6 +68,7 @@ OMEBENCH = Task(
     hub=None,
     dev_from_train=17,
     normalize=normalize,
+    source_splits=("train", "test"),
     source="skylarkie/oMeBench data/oMe_Gold.json (test), data/oMe_Template.json (train), prompts/default.txt",
     licence="MIT",
 )

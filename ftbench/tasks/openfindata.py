@@ -2,7 +2,8 @@
 
 Source: open-compass/OpenFinData (East Money & Shanghai AI Lab). The repo is Apache-2.0, but its
 README says the data is "for academic research only; do not use it for model training": use it to
-evaluate, not to fine-tune. Test only (no train, no dev). The data ships as the GitHub release
+evaluate, not to fine-tune. Test only (no train, no dev): dev is 50 items carved from test by a
+hash of the id and left out of every test score. The data ships as the GitHub release
 asset ``openfindata_release.zip``: one JSON list per subset (``<subset>.json``, records with
 ``question``, ``A``..``E`` and ``answer``). No Hugging Face copy with a confirmed id is known, so
 the task has no hub source; unzip the release and pass the folder (``paths={"data_dir": ...}``).
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ftbench.datafiles import read_json_records
 from ftbench.metrics import mean
-from ftbench.task import Task, _read_json_records
+from ftbench.task import Task
 
 CHOICES = {
     "emotion_identification": "ABC", "entity_disambiguation": "ABC", "financial_facts": "ABC",
@@ -75,7 +77,7 @@ def read_folder(folder: Path, split: str) -> list[dict] | None:
     for subset in SUBSETS:
         f = folder / f"{subset}.json"
         if f.exists():
-            rows += [{**r, "id": f"{subset}/{i}", "subset": subset} for i, r in enumerate(_read_json_records(f))]
+            rows += [{**r, "id": f"{subset}/{i}", "subset": subset} for i, r in enumerate(read_json_records(f))]
     return rows or None
 
 
@@ -108,6 +110,8 @@ OPENFINDATA = Task(
     hub=None,
     normalize=normalize,
     read_folder=read_folder,
+    source_splits=("test",),
+    dev_from_test=50,  # 1,500 items: 50 dev rows, hash-spread over the subsets
     source="open-compass/OpenFinData release openfindata_release.zip; scoring OpenCompass OpenFinData_gen_46dedb",
     licence="Apache-2.0 repo; data for academic research only, not for model training",
 )

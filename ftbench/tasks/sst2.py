@@ -55,6 +55,7 @@ SST2 = Task(
     ),
     local_dir=PACKAGE_DATA / "sst2",
     dev_from_train=500,
+    source_splits=("train", "test"),
     source="GLUE SST-2 (nyu-mll/glue, config sst2); packaged sample: 5,000 train rows + 872 GLUE dev",
     licence="no explicit licence (GLUE/SST); Hugging Face lists 'unknown'",
 )

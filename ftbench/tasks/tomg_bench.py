@@ -200,6 +200,7 @@ TOMG_BENCH = Task(
     dev_from_train=450,
     normalize=normalize,
     hub_loader=hub_loader,
+    source_splits=("train", "test"),
     source="phenixace/TOMG-Bench (data) + phenixace/S2-TOMG-Bench evaluate.py (scoring)",
     licence="not stated by the source repos",
 )

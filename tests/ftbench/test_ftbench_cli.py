@@ -71,10 +71,25 @@ def test_list_shows_tasks_and_local_sizes():
     r = ftbench("list", "--data-root", str(FIXTURES))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    for tid in ("aci_bench", "tomg_bench", "omebench", "hoc", "sst2", "cs_bench", "openfindata", "econlogicqa", "gta", "lawbench"):
-        assert any(line.startswith(tid) for line in lines)
-    econ = next(line for line in lines if line.startswith("econlogicqa")).split()
-    assert econ[-3:] == ["2", "1", "2"]  # train/dev/test sizes of the fixture
+    rows = {line.split()[0]: line for line in lines[2 : lines.index("")]}
+    assert set(("aci_bench", "tomg_bench", "omebench", "hoc", "sst2", "cs_bench", "openfindata", "econlogicqa",
+                "gta", "lawbench")) <= set(rows)
+    econ = rows["econlogicqa"].split()
+    assert econ[2:7] == ["2", "1", "2", "published", "ready"]  # train/dev/test sizes of the fixture
+    gta = rows["gta"].split()  # 4 test rows: too few to carve 20 dev rows, and no train data
+    assert gta[2:6] == ["-", "error", "4", "test"] and "needs train data (extra_sources) + a dev split" in rows["gta"]
+    assert any(line.startswith("gta dev: task gta: its test split has only 4 rows") for line in lines)
+    assert "no folder sst2/" in rows["sst2"]
+
+
+def test_list_without_data_says_where_dev_comes_from():
+    r = ftbench("list")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = {line.split()[0]: line for line in lines[2 : lines.index("")]}
+    assert "train (500)" in rows["sst2"] and rows["sst2"].split()[7] == "ready"
+    assert "published" in rows["cs_bench"] and "needs train data" in rows["cs_bench"]
+    assert "test (10 per task_id)" in rows["lawbench"] and "needs train data" in rows["lawbench"]
 
 
 def test_floor_bench_runs_on_the_tiny_model(tiny_model_dir, shared_data):
@@ -86,5 +101,5 @@ def test_floor_bench_runs_on_the_tiny_model(tiny_model_dir, shared_data):
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[2:]}
     assert rows["sst2"][1:4] == ["dev", "2", "accuracy"]
-    assert rows["lawbench"][1:4] == ["test[200]", "2", "average"]
+    assert rows["lawbench"][1:4] == ["dev", "2", "average"]  # LawBench's dev is carved from test
     assert 0.0 <= float(rows["lawbench"][4]) <= 1.0

@@ -54,7 +54,7 @@ EXPECTED_SIZES = {  # from SOURCES.md of the shared data
     "cs_bench": {"dev": 236, "test": 2183},
     "omebench": {"test": 196},
     "tomg_bench": {"test": 4500},
-    "lawbench": {"test": 9000},
+    "lawbench": {"dev": 200, "test": 8800},  # 9,000 rows: 10 per sub-task carved from test as dev
     "sst2": {"test": 872},
 }
 
@@ -95,6 +95,8 @@ def test_local_task_loads_and_evaluates(task_id, shared_data, tiny, tmp_path):
         assert not {r["id"] for r in loaded["dev"]} & {r["id"] for r in loaded["train"]}
     if task.dev_from_train:
         assert len(loaded["dev"]) == task.dev_from_train  # carved from train, never from test
+    if "dev" in loaded:
+        assert not {r["id"] for r in loaded["dev"]} & {r["id"] for r in loaded["test"]}
     run_tiny(task, shortest(task, loaded.get("dev") or loaded["test"]), tiny, tmp_path)
 
 
