@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from ftbench.formats import parse_number
-from ftbench.task import SPLITS, _local_file
+from ftbench.datafiles import local_file
+from ftbench.task import SPLITS
 from ftbench.taskfile import SplitSource, TaskFile, _read
 
 TARGET_NAMES = {"label", "labels", "category", "class", "target", "answer", "output", "reference", "response",
@@ -54,7 +55,7 @@ def data_layout(path: str | Path) -> dict[str, Any]:
     one file (or a folder's only data file) as train."""
     p = Path(path).expanduser().resolve()
     if p.is_dir():
-        if _local_file(p, "train") is not None:
+        if local_file(p, "train") is not None:
             return {"data_dir": str(p)}
         files = sorted(f for f in p.iterdir() if f.suffix in (".jsonl", ".json", ".csv", ".parquet"))
         if len(files) == 1:
@@ -186,7 +187,7 @@ def _task_id(data: str | Path) -> str:
 def rule_draft(describe: str, data: str | Path) -> TaskFile:
     """A task file for ``describe`` over the data at ``data`` (a folder of split files or one file)."""
     layout = data_layout(data)
-    first = layout.get("train") or str(_local_file(Path(layout["data_dir"]), "train"))
+    first = layout.get("train") or str(local_file(Path(layout["data_dir"]), "train"))
     rows = _read(SplitSource(path=first), "train", "draft")
     if not rows:
         raise ValueError(f"--data {data}: no rows in {first}")

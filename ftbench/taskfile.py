@@ -25,7 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftbench.formats import METRICS, AnswerParser, AnswerScorer, MetricInfo, metrics_for
-from ftbench.task import SPLITS, Task, TaskDataError, _local_file, _read_local
+from ftbench.datafiles import TaskDataError, local_file, read_local
+from ftbench.task import SPLITS, Task
 
 
 def template_fields(template: str) -> list[str]:
@@ -199,7 +200,7 @@ class TaskFile(_Strict):
             if src is None and self.data_dir:
                 folder = Path(self.data_dir)
                 names = (split, "validation", "val") if split == "dev" else (split,)
-                f = next((f for n in names if (f := _local_file(folder, n)) is not None), None)
+                f = next((f for n in names if (f := local_file(folder, n)) is not None), None)
                 src = SplitSource(path=str(f)) if f is not None else None
             out[split] = src
         return out
@@ -384,11 +385,11 @@ def _read(src: SplitSource, split: str, task_id: str) -> list[dict]:
         return ds.to_list()
     p = Path(src.path)
     if p.is_dir():
-        f = _local_file(p, split)
+        f = local_file(p, split)
         if f is None:
             raise TaskDataError(f"task {task_id}: {split}: no {split}.jsonl/.parquet/.csv/.json in {p}")
         p = f
-    rows = _read_local(p)
+    rows = read_local(p)
     if not all(isinstance(r, dict) for r in rows):
         raise TaskDataError(f"task {task_id}: {split}: {p} must hold one JSON object per record")
     return rows

@@ -34,8 +34,10 @@ def setup_logging(level: str) -> None:
 
 
 def error(message: object) -> None:
-    """The one ``error:`` line of a refused command (scrubbed, one line, no control characters)."""
-    print(f"error: {console_line(str(message))}", file=sys.stderr)
+    """The ``error:`` line of a refused command (scrubbed, one line, no control characters); an
+    error that lists several problems (a task file's ``problems``) gets one line per problem."""
+    for problem in getattr(message, "problems", None) or [message]:
+        print(f"error: {console_line(str(problem))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

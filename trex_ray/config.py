@@ -19,7 +19,12 @@ BUILTIN_MODEL = "builtin:smollm2-135m-instruct"
 
 
 class ConfigError(ValueError):
-    """Bad user input, reported as one line before any cluster time is spent."""
+    """Bad user input, reported as one line before any cluster time is spent (one line per
+    problem where there are several: ``problems``)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 class _Section(BaseModel):
@@ -73,7 +78,7 @@ class TaskConfig(_Section):
             try:
                 tf = read_task_file(self.file)
             except TaskFileError as e:
-                raise ConfigError(str(e)) from None
+                raise ConfigError(str(e), e.problems) from None
         return self if tf is None else self.model_copy(update={"definition": tf, "name": tf.id})
 
     def task_file(self) -> TaskFile | None:

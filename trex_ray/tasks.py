@@ -42,7 +42,7 @@ def check_task(cfg: TaskConfig) -> CheckReport | None:
     try:
         report = check_task_file(tf)
     except TaskFileError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e), e.problems) from None
     log.info("task %s: %s rows (train after cleaning), dev %s", tf.id,
              ", ".join(f"{k} {v}" for k, v in report.rows.items()),
              "carved from train" if report.dev_carved else "as given")
