@@ -101,8 +101,13 @@ def check_sources(task: "Task", paths: dict[str, str | None], extra_sources: lis
             out.append(SourceCheck(source=e.name, name=e.name, rows=None, problem=e.note or "unreadable"))
             continue
         check = SourceCheck(source=e.source, name=e.name, rows=e.rows, columns=list(e.columns))
-        if e.source not in listed and Path(e.source).stem.lower() in EVAL_STEMS:
+        where, stem = Path(e.source), Path(e.source).stem.lower()
+        if e.source not in listed and stem in EVAL_STEMS:
             check.problem = "an evaluation split found in a folder (list the file itself to train on it)"
+        elif e.source not in listed and str(where.parent) not in listed and not stem.startswith("train"):
+            # a folder of datasets (the FT-Bench data folder): a subfolder's other files are some
+            # benchmark's release files (OpenFinData's subsets, GTA's dataset.json), i.e. its test set
+            check.problem = "not a train split of a dataset folder (list the file itself to train on it)"
         elif not e.rows:
             check.problem = "no rows"
         else:
