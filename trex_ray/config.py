@@ -58,10 +58,14 @@ class TaskConfig(_Section):
     """Test examples scored once at the end, for the best node and the base model (0: skip).
     Reported beside the dev scores, never used to choose a node."""
     extra_sources: list[str] = Field(default_factory=list, max_length=32)
-    """Further local data the LLM Researcher may mix in: files (.jsonl/.json/.csv/.parquet/.arrow)
-    or folders of them (one level of subfolders too, so the FT-Bench data folder lists every
-    other task's splits). Its research tools show their columns and row counts; recipes use
-    them by path. Give absolute paths (the Researcher actor may not share the driver's cwd)."""
+    """Further data the Researcher may mix in: local files (.jsonl/.json/.csv/.parquet/.arrow) or
+    folders of them (one level of subfolders too, so the FT-Bench data folder lists every other
+    task's splits), or hub:<dataset id> (online only). The LLM's research tools show their
+    columns and row counts; recipes use them by path. A task without a train split (CS-Bench,
+    LawBench, OpenFinData, GTA) trains on these (and on rows an LLM synthesises from its dev
+    examples when llm.base_url is set): the builtin policy mixes every one whose columns are the
+    task's template fields, or unambiguous synonyms of them (question -> prompt, answer ->
+    reference); it cannot judge topic, so list only related data for it."""
 
     @model_validator(mode="after")
     def _one_task(self) -> "TaskConfig":
@@ -110,7 +114,8 @@ class TaskConfig(_Section):
         tf = own.definition.with_base(Path.cwd()) if own.definition else None  # no-op for a file's absolute paths
         return own.model_copy(update={"data_dir": fix(self.data_dir), "train_path": fix(self.train_path),
                                       "dev_path": fix(self.dev_path), "test_path": fix(self.test_path),
-                                      "extra_sources": [fix(x) for x in self.extra_sources], "definition": tf})
+                                      "extra_sources": [x if x.startswith("hub:") else fix(x) for x in self.extra_sources],
+                                      "definition": tf})
 
 
 class ModelConfig(_Section):

@@ -36,8 +36,9 @@ from trex_ray.search.limits import DataRules, PlanGate, check_config
 from trex_ray.search.plan import TrialResources
 from trex_ray.search.request import TaskSpec
 from trex_ray.search.tree import Tree
+from trex_ray.researcher.datafit import can_synthesize, no_train_spec
 from trex_ray.storage import RunStorage, as_local, check_storage, fetch, fetch_run, is_remote, run_storage_uri
-from trex_ray.tasks import answer_format, check_task, resolve_task, task_spec
+from trex_ray.tasks import answer_format, check_task, resolve_task, task_spec, train_split
 from trex_ray.trackers import check_trackers
 
 log = logging.getLogger(__name__)
@@ -170,16 +171,24 @@ def preflight(cfg: Config) -> tuple[Task, TaskSpec]:
             what = "data folder" if key == "data_dir" else f"{key} dataset file"
             raise ConfigError(f"{what} not found: {value}")
     check_task(cfg.task)  # a task file against its data: one error line per problem
+    missing = [x for x in cfg.task.extra_sources if not x.startswith("hub:") and not Path(x).expanduser().exists()]
+    if missing:
+        raise ConfigError(f"task.extra_sources: {missing[0]} not found")
     try:
-        train = load_split(task, "train", paths)
-        load_split(task, "dev", paths)
+        train = train_split(task, paths)
+        dev = load_split(task, "dev", paths)
     except TaskDataError as e:
         raise ConfigError(str(e)) from None
+    if train is None:  # no training data published: it is built from other data and synthesis
+        spec = no_train_spec(task, cfg, dev)
     check_model(cfg.model)
     check_trackers(cfg)
     if cfg.run.push_to_hub:  # the Hub's inputs too: a typo must not surface after hours of trials
         check_push(cfg.run.push_to_hub, cfg.run.hub_token_env)
-    return task, task_spec(task, len(train), list(train[0]), answer_format(cfg.task))
+    if train is None:
+        return task, spec
+    return task, task_spec(task, len(train), list(train[0]), answer_format(cfg.task), dev_rows=len(dev),
+                           synthesis=can_synthesize(cfg))
 
 
 def _start_ray(cfg: Config) -> bool:

@@ -11,8 +11,9 @@ travels; a task file travels as its content, in ``task.definition``).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from ftbench.task import Task
+from ftbench.task import Task, TaskDataError, load_split
 from ftbench.taskcheck import CheckReport, check_task_file
 from ftbench.taskfile import TaskFileError, build_task, describe_answer
 from ftbench.tasks import get_task
@@ -55,9 +56,23 @@ def answer_format(cfg: TaskConfig) -> str | None:
     return None if tf is None else f"{tf.answer}: {describe_answer(tf)}"
 
 
-def task_spec(task: Task, train_rows: int, columns: list[str], answer: str | None = None) -> TaskSpec:
-    """What the Researcher is told about ``task``, with the size and columns of its train split."""
+def task_spec(task: Task, train_rows: int, columns: list[str], answer: str | None = None,
+              **data: Any) -> TaskSpec:
+    """What the Researcher is told about ``task``, with the size and columns of its train split
+    (``data``: TaskSpec's sources, synthesis and dev_rows)."""
     return TaskSpec(id=task.id, description=task.description, metric=task.metric,
                     higher_is_better=task.higher_is_better, prompt_template=task.prompt_template,
                     completion_template=task.completion_template, train_rows=train_rows,
-                    columns=sorted(columns), metric_range=tuple(task.metric_range), answer_format=answer)
+                    columns=sorted(columns), metric_range=tuple(task.metric_range), answer_format=answer, **data)
+
+
+def train_split(task: Task, paths: dict[str, str | None]) -> list[dict] | None:
+    """The task's train rows, or None when its data has no train split at all (TaskDataError for
+    a split that exists but cannot be used)."""
+    try:
+        return load_split(task, "train", paths)
+    except TaskDataError as e:
+        if "no train split" in str(e):
+            return None
+        raise
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections import Counter
 from typing import Any
 
 import datasets
@@ -22,6 +23,8 @@ from trex_ray.recipes.transforms import Result, column_values, need
 log = logging.getLogger(__name__)
 
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+BOILERPLATE_ROWS = 5  # an n-gram in this many evaluation rows (or in BOILERPLATE_SHARE of them) is
+BOILERPLATE_SHARE = 0.02  # the task's instruction wording, not one item's content
 
 
 def normalise(text: str) -> list[str]:
@@ -90,16 +93,22 @@ def dedup_near(ds: datasets.Dataset, step: DedupNearOp, where: str, num_proc: in
 class Decontaminator:
     """Flags training rows that overlap evaluation rows: the same normalised text, or a shared
     n-gram of ``n`` words. Only the values of the template's fields are compared, never the
-    template's fixed wording, which every row shares."""
+    template's fixed wording, which every row shares. Some tasks carry their instruction inside
+    a field (CS-Bench's and LawBench's ``prompt``): an n-gram found in many evaluation rows
+    (``BOILERPLATE_ROWS``, or ``BOILERPLATE_SHARE`` of them if more) is such wording, not an
+    item's content, and matches nothing; ``boilerplate`` counts those n-grams."""
 
     def __init__(self, eval_rows: list[dict], fields: list[str], n: int) -> None:
         self.n, self.fields = n, fields
         self.exact: set[str] = set()
-        self.grams: set[tuple[str, ...]] = set()
+        rows_with: Counter[tuple[str, ...]] = Counter()
         for r in eval_rows:
             words = self._words(r)
             self.exact.add(" ".join(words))
-            self.grams.update(self._ngrams(words))
+            rows_with.update(self._ngrams(words))
+        floor = max(BOILERPLATE_ROWS, BOILERPLATE_SHARE * len(eval_rows))
+        self.grams = {g for g, k in rows_with.items() if k < floor}
+        self.boilerplate = len(rows_with) - len(self.grams)
 
     def _words(self, row: dict) -> list[str]:
         return normalise(" ".join(str(row.get(f, "")) for f in self.fields))
@@ -126,6 +135,9 @@ def decontaminate(ds: datasets.Dataset, recipe: Recipe, task: Task, paths: dict,
         except TaskDataError:
             log.info("no %s split to decontaminate against", split)
     checker = Decontaminator(eval_rows, fields, recipe.decontaminate_ngram)
+    if checker.boilerplate:
+        log.info("decontamination: %d n-gram(s) shared by many dev/test rows (instruction wording) match nothing",
+                 checker.boilerplate)
     before = len(ds)
 
     def keep(batch: dict) -> list[bool]:

@@ -54,19 +54,43 @@ def hub_id_problem(repo: str, check_local: bool = True) -> str | None:
         return f"hub:{repo} names a local path on this machine: hub: never reads local data"
     return None
 
+# the task's own splits, as recipe sources (a task without train data: task:dev only seeds synthesis)
+TASK_TRAIN, TASK_DEV = "task:train", "task:dev"
+
 
 class Source(_Strict):
-    """Where rows come from: ``task:train`` (the task's train split), a local file
+    """Where rows come from: ``task:train`` (the task's train split), ``task:dev`` (its dev rows,
+    only as the examples a ``synthesize`` step writes new rows from: see ``Recipe``), a local file
     (``.jsonl``/``.json``/``.csv``/``.parquet``/``.arrow``, or a ``save_to_disk`` folder), or
     ``hub:<dataset id>`` with optional ``config``, ``split`` and ``revision`` (needs network; offline,
     download it elsewhere and give the local path). ``rename`` maps old -> new column names right
-    after loading, so differently named sources can be concatenated or mixed."""
+    after loading, so differently named sources can be concatenated or mixed; ``derive`` then
+    makes columns from templates over the source's columns (``{"prompt": "Q: {question}"}``),
+    which converts another dataset to the task's columns. The test split is never a source."""
 
-    source: str = Field("task:train", min_length=1, max_length=1000)
+    source: str = Field(TASK_TRAIN, min_length=1, max_length=1000)
     config: str | None = Field(None, max_length=200)
     split: str = Field("train", min_length=1, max_length=200)
     revision: str | None = Field(None, max_length=200)
     rename: dict[Column, Column] = Field(default_factory=dict, max_length=64)
+    derive: dict[Column, Annotated[str, Field(min_length=1, max_length=8000)]] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("source")
+    @classmethod
+    def _task_splits(cls, v: str) -> str:
+        if v.startswith("task:") and v not in (TASK_TRAIN, TASK_DEV):
+            raise ValueError(f"{v!r}: the task's sources are {TASK_TRAIN} and {TASK_DEV} (test is never trained on)")
+        return v
+
+    @field_validator("derive")
+    @classmethod
+    def _derive_templates(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [n for n in v if not n.isidentifier()]
+        if bad:
+            raise ValueError(f"derived column names must be identifiers (templates use them): {bad}")
+        for template in v.values():
+            template_fields(template)
+        return v
 
 
 class LoadOp(Source):
@@ -380,7 +404,36 @@ class Recipe(_Strict):
         formats = [s for s in self.steps if isinstance(s, FormatOp)]
         if len(formats) != 1:
             raise ValueError(f"a recipe needs exactly one format step, got {len(formats)}")
+        self._dev_only_seeds()
         return self
+
+    def _dev_only_seeds(self) -> None:
+        """Dev rows score every trial, so they may only show a ``synthesize`` step what to write:
+        ``task:dev`` is the first step's own source, followed (before format) by a generate step
+        that replaces the rows, with decontamination on, so no dev row (nor a paraphrase of
+        one) is ever trained on, and generated rows that copy one are dropped."""
+        first, *rest = self.steps
+        nested = [s.source for s in self.steps for s in getattr(s, "sources", None) or []]
+        if TASK_DEV in nested:
+            raise ValueError(f"{TASK_DEV} may only be the source of the first (load) step, as synthesis examples")
+        if not isinstance(first, LoadOp) or first.source != TASK_DEV:
+            return
+        gate = next((s for s in rest if isinstance(s, (SynthesizeOp, FormatOp, ConcatOp))), None)
+        if not (isinstance(gate, SynthesizeOp) and gate.mode == "generate" and gate.keep == "replace"):
+            raise ValueError(f"{TASK_DEV} rows are synthesis examples only: the first step after loading them "
+                             "that adds or uses rows must be synthesize with mode generate and keep replace")
+        if not self.decontaminate:
+            raise ValueError(f"a recipe seeded with {TASK_DEV} keeps decontaminate on (generated copies of dev rows must go)")
+
+    @property
+    def synthetic_rows(self) -> int:
+        """Rows the recipe's synthesize steps ask for."""
+        return sum(s.n for s in self.steps if isinstance(s, SynthesizeOp))
+
+    @property
+    def seeded_from_dev(self) -> bool:
+        """The rows start as generated ones (``task:dev`` only seeds them)."""
+        return isinstance(self.steps[0], LoadOp) and self.steps[0].source == TASK_DEV
 
     @property
     def format(self) -> FormatOp:

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ftbench.task import SPLITS, Task, TaskDataError, load_split
 from ftbench.taskfile import TaskFileLoader
-from trex_ray.recipes.ops import MixOp, RecipeError, Source, hub_id_problem
+from trex_ray.recipes.ops import TASK_DEV, TASK_TRAIN, MixOp, RecipeError, Source, hub_id_problem, template_fields
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ def _drop_huge(table: pa.Table) -> tuple[pa.Table, int]:
 def load_source(src: Source, task: Task, paths: dict, where: str, limit: int | None = None,
                 stats: dict[str, Any] | None = None) -> datasets.Dataset:
     """Rows of one source (renamed as the source asks); ``limit`` keeps the first rows only."""
-    if src.source == "task:train":
+    if src.source in (TASK_TRAIN, TASK_DEV):  # the recipe's own rules keep dev rows out of training
         try:
-            rows = load_split(task, "train", paths, limit=limit)
+            rows = load_split(task, src.source.removeprefix("task:"), paths, limit=limit)
         except TaskDataError as e:
             raise RecipeError(f"{where}: {e}") from None
         table = pa.Table.from_pylist(rows)
@@ -141,7 +141,23 @@ def load_source(src: Source, task: Task, paths: dict, where: str, limit: int | N
                           f"(columns: {', '.join(table.column_names)})")
     if src.rename:
         table = table.rename_columns([src.rename.get(c, c) for c in table.column_names])
-    return datasets.Dataset(table)
+    ds = datasets.Dataset(table)
+    return derive(ds, src.derive, where) if src.derive else ds
+
+
+def derive(ds: datasets.Dataset, templates: dict[str, str], where: str) -> datasets.Dataset:
+    """Columns made (or replaced) from templates over each row's columns."""
+    fields = {f for t in templates.values() for f in template_fields(t)}
+    missing = sorted(fields - set(ds.column_names))
+    if missing:
+        raise RecipeError(f"{where}: derive names column(s) {', '.join(missing)} not in the source "
+                          f"(columns: {', '.join(ds.column_names)})")
+
+    def make(row: dict) -> dict:
+        return {name: t.format(**row) for name, t in templates.items()}
+
+    # a replaced column is removed first (its new values are text, whatever its old type)
+    return ds.map(make, remove_columns=[c for c in templates if c in ds.column_names])
 
 
 def _read_saved(p: Path, src: Source, where: str) -> pa.Table:
@@ -225,8 +241,8 @@ def task_fingerprint(task: Task, paths: dict) -> str:
 
 
 def source_fingerprint(src: Source, task: Task, paths: dict) -> str:
-    if src.source == "task:train":
-        ident = [task_fingerprint(task, paths)]
+    if src.source in (TASK_TRAIN, TASK_DEV):
+        ident = [task_fingerprint(task, paths)] + ([TASK_DEV] if src.source == TASK_DEV else [])
     elif src.source.startswith("hub:"):
         ident = [src.source, str(src.config), src.split, str(src.revision)]
     else:

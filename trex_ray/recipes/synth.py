@@ -165,6 +165,14 @@ def _is_copy(values: dict[str, Any], examples: list[dict[str, Any]], label_colum
     return any(norm(values[c]) == norm(e.get(c)) for e in examples for c in cols if isinstance(e.get(c), str))
 
 
+def _stand_in(columns: list[str], step: SynthesizeOp, originals: dict[str, Any], i: int) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in columns}
+    row.update({c: f"(synthetic {c} {i})" for c in step.target_columns})
+    if step.label_column:
+        row[step.label_column] = next(iter(originals.values()))
+    return row
+
+
 def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: LLMConfig | None,
                dry_run: bool = False, account: Any = None, who: str = "synthesis") -> Result:
     """The current rows plus (or replaced by) the validated synthetic ones, and the step's
@@ -173,6 +181,9 @@ def synthesize(ds: datasets.Dataset, step: SynthesizeOp, where: str, llm: LLMCon
     fails with that cause."""
     labels, originals = _check_columns(ds, step, where)
     if dry_run:
+        if step.keep == "replace":  # stand-ins of the written shape, so that later steps are checked on them
+            ds = datasets.Dataset.from_list([_stand_in(ds.column_names, step, originals, i) for i in range(min(step.n, 8))],
+                                            features=ds.features)
         return ds, {"synthetic": "skipped (dry run: validated only, no LLM call)"}
     if llm is None or not llm.base_url or not llm.model:
         raise RecipeError(f"{where}: synthesize needs an LLM, but the run's config sets no "

@@ -50,6 +50,9 @@ def data_licences(plan: Plan, task: Task) -> list[str]:
     for src in sources:
         if src == "task:train":
             out.append(f"{task.id} train split ({task.source or 'FT-Bench'}): {task.licence or 'not stated'}")
+        elif src == "task:dev":  # only ever seeds synthesis (the recipe's rules): no dev row is in the data
+            out.append(f"rows written by the run's LLM in the style of {task.id} dev examples ({task.source or 'FT-Bench'}, "
+                       f"{task.licence or 'licence not stated'}) and by that LLM's terms")
         elif src.startswith("hub:"):
             out.append(f"Hugging Face dataset {src[4:]}: see its dataset card for the licence")
         else:

@@ -12,22 +12,31 @@ import math
 from typing import Any
 
 from trex_ray.config import TrainConfig
-from trex_ray.recipes.ops import BalanceLabelsOp, DedupExactOp, DropEmptyOp
+from trex_ray.recipes.ops import (MAX_SYNTH_ROWS, TASK_DEV, BalanceLabelsOp, ConcatOp, DedupExactOp, DropEmptyOp,
+                                  Source, SynthesizeOp)
 from trex_ray.search.plan import FormatOp, LoadOp, Plan, Recipe, SubsampleOp, TrainingConfig, template_fields
-from trex_ray.search.request import ExpansionRequest, TaskSpec
+from trex_ray.search.request import DataSource, ExpansionRequest, TaskSpec
 
 # What each direction changes, in the order an expert tries them when nothing is known yet.
 PREFERENCE = ("hyperparameters", "more_data", "method", "prompt_format", "data_quality")
 ANSWER_SUFFIX = "\nRespond with the answer only, no explanation."
+RELEVANT_SHARE = 0.8  # extra sources within this share of the closest one's relevance are mixed
 
 
-def first_plan(task: TaskSpec, d: TrainConfig, seed: int = 0) -> Plan:
-    """The default fine-tune: the configured method and knobs on ``train_samples`` rows."""
-    training = TrainingConfig(
+def _training(d: TrainConfig, seed: int) -> TrainingConfig:
+    return TrainingConfig(
         method=d.method, learning_rate=d.learning_rate,
         num_epochs=d.num_epochs, batch_size=d.batch_size, grad_accum=d.grad_accum,
         max_seq_length=d.max_seq_length, lora_r=d.lora_r, lora_alpha=2 * d.lora_r, seed=seed,
     )
+
+
+def first_plan(task: TaskSpec, d: TrainConfig, seed: int = 0) -> Plan:
+    """The default fine-tune: the configured method and knobs on ``train_samples`` rows (for a
+    task without a train split, on the first of its data plans)."""
+    if not task.train_rows:
+        return data_plans(task, d, seed)[0]
+    training = _training(d, seed)
     n = min(d.train_samples, d.max_train_samples, task.train_rows)
     recipe = Recipe(steps=[
         LoadOp(), SubsampleOp(n=n, seed=seed),
@@ -37,13 +46,69 @@ def first_plan(task: TaskSpec, d: TrainConfig, seed: int = 0) -> Plan:
                 recipe=recipe, training=training)
 
 
+def relevant_sources(task: TaskSpec) -> list[DataSource]:
+    """The fitting extra sources whose rows read most like the dev rows: related at all, and
+    within RELEVANT_SHARE of the closest one (the rules cannot judge topic; this keeps plainly
+    unrelated data out of the mix), closest first; hub datasets (not measured) after them."""
+    measured = [s for s in task.sources if s.related and s.relevance is not None]
+    best = max((s.relevance for s in measured), default=0.0)
+    close = sorted((s for s in measured if s.relevance >= RELEVANT_SHARE * best), key=lambda s: -s.relevance)
+    return close + [s for s in task.sources if s.relevance is None]
+
+
+def data_plans(task: TaskSpec, d: TrainConfig, seed: int = 0) -> list[Plan]:
+    """The first plans of a task without a train split, each another way to build its rows: the
+    extra sources closest to its dev rows, renamed to its columns and mixed; rows an LLM writes
+    in the style of dev examples (never test); and both together. Dev rows only seed synthesis:
+    generated copies of them go with decontamination, like any row overlapping dev or test."""
+    fmt = FormatOp(prompt=task.prompt_template, completion=task.completion_template)
+    n = min(d.train_samples, d.max_train_samples)
+    picked = relevant_sources(task)
+    parts = [Source(source=s.source, rename=s.rename) for s in picked]
+    rows = sum(s.rows for s in picked)
+    names = ", ".join(f"{s.name} ({s.rows} rows" + (f", relevance {s.relevance:.2f})" if s.relevance is not None else ")")
+                      for s in picked)
+    plans: list[tuple[str, list]] = []
+    if picked:
+        mixed = [LoadOp(**parts[0].model_dump()), *([ConcatOp(sources=parts[1:])] if parts[1:] else [])]
+        plans.append((f"No train split: train on the extra source(s) closest to the dev rows, {names}, in the "
+                      f"task's columns, {min(n, rows)} rows sampled.", [*mixed, SubsampleOp(n=min(n, rows), seed=seed)]))
+    if task.synthesis:
+        syn = min(n, MAX_SYNTH_ROWS)
+        fields = list(dict.fromkeys(template_fields(task.prompt_template) + template_fields(task.completion_template)))
+        gen = [LoadOp(source=TASK_DEV), SynthesizeOp(
+            mode="generate", columns=fields, n=syn, keep="replace", seed=seed,
+            instruction=f"An example for this task: {task.description}"[:500])]
+        if picked:
+            plans.append((f"No train split: {syn} rows an LLM writes in the style of dev examples, plus {names}; "
+                          f"{min(n, syn + rows)} rows sampled.",
+                          [*gen, ConcatOp(sources=parts), SubsampleOp(n=min(n, syn + rows), seed=seed)]))
+        plans.append((f"No train split: {syn} rows an LLM writes in the style of dev examples (dev rows only "
+                       "seed it; copies of them are dropped).", [*gen, SubsampleOp(n=syn, seed=seed)]))
+    return [Plan(direction="data_quality", rationale=why, recipe=Recipe(steps=[*steps, fmt]), training=_training(d, seed))
+            for why, steps in plans]
+
+
+def _available(p: Plan, task: TaskSpec) -> int:
+    """Rows plan ``p`` can draw on: the train split's, or its sources' plus what synthesis may write."""
+    if task.train_rows:
+        return task.train_rows
+    rows = {s.source: s.rows for s in task.sources}
+    used = [x.source for st in p.recipe.steps for x in ([st] if isinstance(st, LoadOp) else getattr(st, "sources", None) or [])]
+    return sum(rows.get(x, 0) for x in used) + (MAX_SYNTH_ROWS if p.recipe.synthetic_rows else 0)
+
+
 def _with(plan: Plan, direction: str, rationale: str, *, training: dict | None = None,
           n: int | None = None, prompt: str | None = None) -> Plan:
-    """A copy of ``plan`` with some knobs changed (validated like any other plan)."""
+    """A copy of ``plan`` with some knobs changed (validated like any other plan); a new sample
+    size ``n`` scales the rows its synthesis writes by as much."""
     steps = []
+    cap = plan.recipe.sample_cap
     for s in plan.recipe.steps:
         if n is not None and isinstance(s, SubsampleOp):
             s = s.model_copy(update={"n": n})
+        if n is not None and cap and isinstance(s, SynthesizeOp):
+            s = s.model_copy(update={"n": max(1, min(MAX_SYNTH_ROWS, round(s.n * n / cap)))})
         if prompt is not None and isinstance(s, FormatOp):
             s = s.model_copy(update={"prompt": prompt})
         steps.append(s)
@@ -91,8 +156,10 @@ class BuiltinPolicy:
         mem, task, d = request.memory, request.task, request.defaults
         node_plan = Plan.model_validate(mem["node"]["plan"])
         seen = set(mem.get("tried", [])) | {Plan.model_validate(c["plan"]).fingerprint() for c in mem["children"]}
-        base = node_plan if node_plan.training is not None else first_plan(task, d, request.seed)
-        candidates = [] if node_plan.training is not None else [base]
+        # a task without a train split: the root's first plans are ways to build its data
+        lead = data_plans(task, d, request.seed) if node_plan.training is None and not task.train_rows else []
+        base = node_plan if node_plan.training is not None else (lead or [first_plan(task, d, request.seed)])[0]
+        candidates = [] if node_plan.training is not None else [*lead, base]
         gains = direction_gains(mem)
         # helpful directions first, untried ones next (in expert order), harmful ones last
         order = sorted(PREFERENCE, key=lambda x: (-gains.get(x, 0.0), x in gains, PREFERENCE.index(x)))
@@ -109,10 +176,13 @@ class BuiltinPolicy:
             if key not in seen:
                 seen.add(key)
                 out.append(plan)
-        # one variant per direction first, then second variants, so a batch spans directions
+        # the data plans first; then one variant per direction, then second variants, so a batch
+        # spans directions
+        head = [p for p in out if p in lead]
+        out = [p for p in out if p not in head]
         first = [p for i, p in enumerate(out) if p.direction not in {q.direction for q in out[:i]}]
         rest = [p for p in out if p not in first]
-        return (first + rest)[: request.n]
+        return (head + first + rest)[: request.n]
 
     def _variants(self, direction: str, p: Plan, task: TaskSpec, d: TrainConfig, gain: float | None,
                   trained: bool = False) -> list[Plan]:
@@ -120,8 +190,8 @@ class BuiltinPolicy:
         whose trained weights a child may start from (never the root's, the untrained model)."""
         t = p.training
         assert t is not None
-        n = p.recipe.sample_cap or task.train_rows
-        cap = min(d.max_train_samples, task.train_rows)
+        n = p.recipe.sample_cap or _available(p, task)
+        cap = min(d.max_train_samples, _available(p, task))
         if direction == "hyperparameters":
             up = min(t.learning_rate * 2.5, 1e-2 if t.method == "lora" else 2e-4)
             down = t.learning_rate / 2.5
@@ -172,8 +242,8 @@ def _grid(p: Plan, task: TaskSpec, d: TrainConfig) -> list[Plan]:
     ranks = [t.lora_r] + [r for r in (t.lora_r // 2, t.lora_r * 2, t.lora_r * 4) if 1 <= r <= 1024 and r != t.lora_r]
     if t.method != "lora":
         ranks = [t.lora_r]
-    n = p.recipe.sample_cap or task.train_rows
-    more = min(2 * n, d.max_train_samples, task.train_rows)
+    n = p.recipe.sample_cap or _available(p, task)
+    more = min(2 * n, d.max_train_samples, _available(p, task))
     planes = [(t.num_epochs, None), (t.num_epochs + 1, None)] + ([(t.num_epochs, more), (t.num_epochs + 1, more)] if more > n else [])
     out = []
     for epochs, rows in planes:
@@ -206,7 +276,9 @@ def _cleaner(p: Plan, task: TaskSpec) -> list[Plan]:
         why.append("balance the labels")
     if not why:
         return []
-    steps = [p.recipe.steps[0], *added, *p.recipe.steps[1:]]
+    # rows seeded from dev are cleaned once written (the synthesize step that replaces them)
+    at = next(i for i, s in enumerate(p.recipe.steps) if isinstance(s, SynthesizeOp)) + 1 if p.recipe.seeded_from_dev else 1
+    steps = [*p.recipe.steps[:at], *added, *p.recipe.steps[at:]]
     return [Plan.model_validate({
         "direction": "data_quality", "rationale": f"Cleaner data: {', then '.join(why)} before sampling.",
         "recipe": p.recipe.model_copy(update={"steps": steps}).model_dump(),

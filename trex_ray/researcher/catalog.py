@@ -178,6 +178,9 @@ def build_catalog(task: "str | Task | None", paths: dict[str, str | None] | None
         except KeyError as e:
             entries = [CatalogEntry(name="task:train", source=None, rows=None, note=str(e.args[0])[:200])]
     for raw in extra_sources or []:
+        if raw.startswith("hub:"):  # read only when a recipe loads it (online)
+            entries.append(CatalogEntry(name=raw, source=raw, rows=None, note="Hugging Face Hub dataset (online only)"))
+            continue
         root = Path(raw).expanduser().resolve()
         if not root.exists():
             entries.append(CatalogEntry(name=str(root), source=None, rows=None, note="not found"))

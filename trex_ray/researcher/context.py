@@ -13,6 +13,7 @@ from typing import Any
 
 from trex_ray.config import TrainConfig
 from trex_ray.llm_client import estimate_tokens
+from trex_ray.recipes.ops import MAX_SYNTH_ROWS
 from trex_ray.search.plan import template_fields
 from trex_ray.search.request import ExpansionRequest, TaskSpec
 from trex_ray.untrusted import CLOSE, OPEN, fence, quote
@@ -33,7 +34,11 @@ def analyze_requirements(task: TaskSpec, defaults: TrainConfig | None = None) ->
         used = []
     missing = sorted({c for c in used if columns and c not in columns})
     risks = ["the dev split drives the search and the test split is held out: keep recipe.decontaminate on"]
-    if task.train_rows < 1000:
+    if not task.train_rows:
+        risks.append("no train split: every training row comes from the extra sources (converted to the task's "
+                     "columns with rename/derive) or from synthesis; unrelated data teaches the wrong task, and dev "
+                     "rows may only seed synthesis (they are never trained on)")
+    elif task.train_rows < 1000:
         risks.append(f"small training set ({task.train_rows} rows): overfitting; prefer LoRA, few epochs, low learning rates")
     if any(m in task.metric.lower() for m in EXACT_METRICS):
         risks.append("answers are scored by matching: the completion must keep the reference format exactly, "
@@ -58,14 +63,40 @@ def analyze_requirements(task: TaskSpec, defaults: TrainConfig | None = None) ->
             **({"answer": task.answer_format} if task.answer_format else {}),
         },
         "data": {
-            "available": {"train": {"rows": task.train_rows, "columns": columns},
-                          "dev": "held out, scores every trial (never train on it)",
-                          "test": "held out for the final report"},
+            "available": {"train": {"rows": task.train_rows, "columns": columns} if task.train_rows else
+                          "none: the task publishes no training data; build it (see sources, synthesis)",
+                          "dev": f"held out, scores every trial (never train on it; {task.dev_rows or '?'} rows)",
+                          "test": "held out for the final report",
+                          **({} if task.train_rows else _build_from(task))},
             "missing": ([f"columns {missing}"] if missing else [])
                        + ([] if columns else ["the train split's columns are unknown"]),
         },
         "risks": risks,
     }
+
+
+def _build_from(task: TaskSpec) -> dict[str, Any]:
+    """What a task without a train split can be trained on: its fitting extra sources (every
+    other listed source is in the research catalog) and whether synthesis can run."""
+    return {
+        "sources": [{"source": s.source, "rows": s.rows, **({"rename": s.rename} if s.rename else {}),
+                     "relevance_to_dev": s.relevance} for s in task.sources],
+        "synthesis": (f"available: load task:dev, then synthesize mode=generate keep=replace (up to {MAX_SYNTH_ROWS} "
+                      "rows per step) writing the template columns in the style of dev examples"
+                      if task.synthesis else "not available (the run sets no llm.base_url)"),
+    }
+
+
+def source_rule(task: TaskSpec) -> str:
+    """The plans prompt's rule on where a recipe's rows come from."""
+    if task.train_rows:
+        return ('recipe.steps start with a load step ({"op": "load", "source": "task:train"}) '
+                f"(subsample n <= {task.train_rows})")
+    return ("the task has NO train split (no task:train): recipe.steps start with a load or mix of the "
+            "REQUIREMENTS' data sources or research findings, by their exact source string (rename or derive "
+            "their columns to the task's)"
+            + (', or with {"op": "load", "source": "task:dev"} followed by a synthesize step with mode generate '
+               "and keep replace (dev rows only seed synthesis; add sources after it with concat)" if task.synthesis else ""))
 
 
 def _clip(value: Any) -> Any:

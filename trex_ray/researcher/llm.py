@@ -23,7 +23,7 @@ from trex_ray.config import LLMConfig, TaskConfig
 from trex_ray.llm_client import LLMClient, LLMError, Usage, estimate_tokens
 from trex_ray.researcher.answers import Answer, InvalidAnswer, llm_schema, validate_answer
 from trex_ray.researcher.builtin import BuiltinPolicy, first_plan
-from trex_ray.researcher.context import analyze_requirements, render_context
+from trex_ray.researcher.context import analyze_requirements, render_context, source_rule
 from trex_ray.researcher.research import CITE, FINDINGS_SHARE, ResearchLog, cited, ensure_research, render_findings
 from trex_ray.search.plan import DIRECTION_HELP, SEARCH_DIRECTIONS, Plan, SearchDirection, TrainingConfig, bounds
 from trex_ray.search.request import ExpansionRequest, Proposal
@@ -253,11 +253,9 @@ class LLMResearcher:
             f"Step 2. Propose {n} plan(s) in direction {choice.direction}, each a change of the starting "
             f"plan in this data block:\n{data}\n"
             f"Rules: direction is one of {', '.join(SEARCH_DIRECTIONS)}; "
-            "every plan has a training config; recipe.steps start with a load step "
-            "({\"op\": \"load\", \"source\": \"task:train\"}) and have exactly one format step "
+            f"every plan has a training config; {source_rule(request.task)} and have exactly one format step "
             "({\"op\": \"format\", \"prompt\": ..., \"completion\": ...}) whose templates use only {column} fields "
-            f"from the train split's columns listed in the data block; other step ops: {', '.join(_step_ops())}; "
-            f"subsample n <= {request.task.train_rows}. "
+            f"from the train split's columns listed in the data block; other step ops: {', '.join(_step_ops())}. "
             f"training: {bounds(TrainingConfig, PROMPT_BOUNDS)}. {_warm_start_rule(request)} "
             "Each plan must differ from the others and from the existing "
             "children; state how in `differences` and in each plan's rationale. "

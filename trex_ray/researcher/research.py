@@ -284,6 +284,8 @@ def ensure_research(client: LLMClient, cfg: LLMConfig, log_: ResearchLog, reques
     task = request.task
     brief = json.dumps({"task": task.id, "description": task.description[:1500], "metric": task.metric,
                         "train_rows": task.train_rows, "columns": task.columns,
+                        **({} if task.train_rows else {"note": "no train split: find data to convert to its columns "
+                                                             "(local catalog first, then hub datasets)"}),
                         "prompt_template": task.prompt_template, "completion_template": task.completion_template,
                         **({"answer_format": task.answer_format} if task.answer_format else {})},
                        ensure_ascii=False)

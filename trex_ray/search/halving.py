@@ -45,10 +45,11 @@ def rung(search: SearchConfig, index: int, dev_limit: int) -> Rung:
 
 
 def _rows(plan: Plan, train_rows: int) -> int:
-    """The rows a plan trains on, estimated before its data is built (its sample cap, at most the
-    task's train rows; filters may leave fewer)."""
-    cap = plan.recipe.sample_cap
-    return min(cap or train_rows, train_rows) if train_rows else (cap or 0)
+    """The rows a plan trains on, estimated before its data is built: its sample cap, at most the
+    rows it can draw on (``train_rows``: the task's train split, or for a task without one its
+    sources', plus what its synthesize steps write); filters may leave fewer."""
+    cap, avail = plan.recipe.sample_cap, train_rows + plan.recipe.synthetic_rows
+    return min(cap or avail, avail) if avail else (cap or 0)
 
 
 def full_steps(plan: Plan, train_rows: int) -> int:

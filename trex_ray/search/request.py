@@ -14,6 +14,29 @@ from trex_ray.config import TrainConfig
 from trex_ray.search.plan import FormatOp, LoadOp, Plan, Recipe
 
 
+MIN_RELEVANCE = 0.1  # below this an extra source's rows share next to nothing with the task's
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Data outside the task that fits it: the exact ``source`` string a recipe loads it by (a
+    local path or ``hub:<id>``), its rows, the column renames that give it the task's columns,
+    and how much its rows read like the task's."""
+
+    source: str
+    name: str
+    rows: int
+    rename: dict[str, str] = field(default_factory=dict)
+    relevance: float | None = None
+    """Likeness of its rows to the task's dev rows (0..1: TF-IDF cosine of the two samples);
+    None: not measured (a hub dataset, named by the user and not downloaded before the run)."""
+
+    @property
+    def related(self) -> bool:
+        """Not plainly unrelated to the task (another language or kind of text reads near 0)."""
+        return self.relevance is None or self.relevance >= MIN_RELEVANCE
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What the Researcher knows about the task (plain data, safe to send to an LLM)."""
@@ -31,6 +54,19 @@ class TaskSpec:
     answer_format: str | None = None
     """A task file's answer format in words (label set, JSON fields...); None for FT-Bench tasks,
     whose description states it."""
+    sources: tuple[DataSource, ...] = ()
+    """For a task without a train split (``train_rows`` 0): the extra sources that fit it."""
+    synthesis: bool = False
+    """An LLM endpoint is configured, so recipes may ``synthesize`` rows (from dev examples, when
+    the task has no train split)."""
+    dev_rows: int = 0
+    """Rows of the dev split (what synthesis may take its examples from)."""
+
+    @property
+    def data_rows(self) -> int:
+        """Rows that exist to draw on: the train split's, or without one the fitting sources'
+        (what synthesis writes comes on top, per plan)."""
+        return self.train_rows or sum(s.rows for s in self.sources)
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ class SearchState:
 
     # ------------------------------------------------------------------ the searcher's calls
     def budget(self) -> Budget:
-        return Budget(self.tree, self.cfg.search, self.task.train_rows)
+        return Budget(self.tree, self.cfg.search, self.task.data_rows)  # rows plans draw on, with or without a train split
 
     def may_start_new(self) -> str | None:
         """Why no new plan may start now (its trial count or the compute budget), else None.
