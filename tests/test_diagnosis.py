@@ -24,7 +24,7 @@ from trex_ray.search.ledger import read_events
 from trex_ray.search.request import ExpansionRequest, Proposal
 from trex_ray.search.state import SearchState
 from trex_ray.search.tree import SearchParams, Tree
-from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.guard.untrusted import CLOSE, OPEN
 
 ATTRIBUTION = json.dumps({
     "categories": {"format_error": 3, "label_confusion": 1, "missing_knowledge": 0, "truncation": 0,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from llm_helpers import TASK, fake_server, llm_cfg, plan_dict, request_for, small_tree  # noqa: F401 (fixture)
-from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.guard.untrusted import CLOSE, OPEN
 from trex_ray.researcher.llm import EXPANSIONS_FILE, REQUIREMENT_FILE, LLMResearcher
 from trex_ray.search.plan import Plan
 

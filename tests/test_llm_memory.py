@@ -12,7 +12,7 @@ from llm_helpers import DEFAULTS, TASK, plan_dict, request_for, small_tree
 from trex_ray.config import ConfigError, load_config, options_help
 from trex_ray.llm_client import estimate_tokens, extract_json, response_format
 from trex_ray.researcher.context import analyze_requirements, render_context
-from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.guard.untrusted import CLOSE, OPEN
 from trex_ray.researcher.answers import InvalidAnswer, llm_schema, validate_answer
 from trex_ray.researcher.llm import DirectionChoice, PlanBatch
 from trex_ray.search.request import TaskSpec

@@ -145,13 +145,13 @@ def test_run_ids_started_in_the_same_second_differ():
 
 
 def test_a_run_id_drawn_twice_is_drawn_again(tmp_path, monkeypatch):
-    import trex_ray.run as run
+    import trex_ray.rundir as rundir
     from trex_ray.config import Config
 
     drawn = iter(["20260101-000000-aaaaaaaa", "20260101-000000-aaaaaaaa", "20260101-000000-bbbbbbbb"])
-    monkeypatch.setattr(run, "new_run_id", lambda: next(drawn))
+    monkeypatch.setattr(rundir, "new_run_id", lambda: next(drawn))
     cfg = Config.model_validate({"run": {"output_dir": str(tmp_path)}})
-    (_, d1, l1), (_, d2, l2) = run.open_run(cfg, None), run.open_run(cfg, None)
+    (_, d1, l1), (_, d2, l2) = rundir.open_run(cfg, None), rundir.open_run(cfg, None)
     assert (d1.name, d2.name) == ("20260101-000000-aaaaaaaa", "20260101-000000-bbbbbbbb")
     for lock in l1 + l2:
         lock.release()
@@ -159,7 +159,7 @@ def test_a_run_id_drawn_twice_is_drawn_again(tmp_path, monkeypatch):
 
 def test_two_new_runs_in_the_same_second_get_two_directories(tmp_path):
     from trex_ray.config import Config
-    from trex_ray.run import open_run
+    from trex_ray.rundir import open_run
 
     cfg = Config.model_validate({"run": {"output_dir": str(tmp_path)}})
     (c1, d1, l1), (c2, d2, l2) = open_run(cfg, None), open_run(cfg, None)

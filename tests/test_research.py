@@ -18,7 +18,7 @@ import pytest
 from llm_helpers import llm_cfg, plan_dict, request_for, serve, small_tree, stop_servers
 from trex_ray.config import TaskConfig
 from trex_ray.llm_client import LLMClient
-from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.guard.untrusted import CLOSE, OPEN
 from trex_ray.researcher.llm import EXPANSIONS_FILE, LLMResearcher
 from trex_ray.researcher.tools import (SearchHubArgs, SearchPapersArgs, ToolError, Toolbox, parse_arxiv, search_hub,
                                search_papers)

@@ -17,7 +17,7 @@ from llm_helpers import fake_server  # noqa: F401 (fixture)
 from trex_ray.cli import task_main
 from trex_ray.config import ConfigError, load_config
 from trex_ray.run import preflight
-from trex_ray.untrusted import CLOSE, OPEN
+from trex_ray.guard.untrusted import CLOSE, OPEN
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "examples" / "support_tickets" / "data"

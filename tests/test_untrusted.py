@@ -18,7 +18,7 @@ from trex_ray.guard.redact import ConsoleFilter, console_line, terminal_safe
 from trex_ray.search.plan import Plan
 from trex_ray.search.request import ExpansionRequest, TaskSpec, baseline_plan
 from trex_ray.search.tree import SearchParams, Tree
-from trex_ray.untrusted import CLOSE, CONFUSABLES, OPEN, fence, normalise
+from trex_ray.guard.untrusted import CLOSE, CONFUSABLES, OPEN, fence, normalise
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,10 @@
 The rooms, and how data flows through them (each arrow carries one typed object):
 
     cli, config        launch.py's command line -> ``Config`` (every knob, validated before Ray starts)
-    run                the driver: checks inputs, opens the run directory for itself alone (new, or
-                       resumed with its ledger checked), starts Ray, wires the actors to Tune, writes
-                       the outputs
+    run                the driver: checks inputs, starts Ray, wires the actors to Tune, writes the
+                       outputs
+    rundir             the run directory, opened for one driver alone (new, or resumed with its
+                       ledger checked)
     actors             the two Ray actors: ``TreeState`` (hosts search.state) and ``Researcher``
     searcher           the Tune ``Searcher`` bridge: Tune asks for trials, the TreeState hands out nodes;
                        ``SteeringScheduler`` applies steering commands and stops trials in Tune's loop
@@ -30,11 +31,12 @@ The rooms, and how data flows through them (each arrow carries one typed object)
                        live view (live), the model card and Hub upload (hub)
     guard/             what keeps a run safe: one driver per run with a lease a successor can take
                        over, run ids that cannot collide (lock), no secret out and nothing unsafe to
-                       a terminal (redact), the embedded Ray on loopback only (endpoints)
-    storage, trackers, llm_client, tasks, untrusted
+                       a terminal (redact), the embedded Ray on loopback only (endpoints), LLM and
+                       dataset text fenced as data (untrusted)
+    storage, trackers, llm_client, tasks
                        shared services: run storage on any pyarrow filesystem, Tune logger
                        callbacks, the OpenAI-compatible client, the task a run targets (an FT-Bench
-                       task or the user's own task file, ftbench.taskfile), fencing of untrusted text
+                       task or the user's own task file, ftbench.taskfile)
 
     Config ──> run ──> TreeState(search.state) ──ExpansionRequest──> Researcher ──Proposal──┐
                  │          ▲      └──Handout(node, Plan)──> searcher ──> Tune ──> executor │

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from trex_ray.config import LLMConfig
 from trex_ray.llm_client import LLMClient, LLMError, extract_json
-from trex_ray.untrusted import CLOSE, OPEN, fence
+from trex_ray.guard.untrusted import CLOSE, OPEN, fence
 from trex_ray.recipes.ops import SynthesizeOp
 from trex_ray.recipes.ops import RecipeError
 from trex_ray.recipes.transforms import Result, column_values, need

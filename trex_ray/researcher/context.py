@@ -16,7 +16,7 @@ from trex_ray.llm_client import estimate_tokens
 from trex_ray.recipes.ops import MAX_SYNTH_ROWS
 from trex_ray.search.plan import template_fields
 from trex_ray.search.request import ExpansionRequest, TaskSpec
-from trex_ray.untrusted import CLOSE, OPEN, fence, quote
+from trex_ray.guard.untrusted import CLOSE, OPEN, fence, quote
 
 KEEP_KEY_NODES = 2  # key nodes kept until everything else optional is gone
 FIELD_CAP = 300  # characters of any one free-text field (rationale, failure, diagnosis)

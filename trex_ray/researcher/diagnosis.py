@@ -23,7 +23,7 @@ from trex_ray.researcher.answers import Answer, InvalidAnswer, llm_schema, valid
 from trex_ray.search.bad_cases import _categories, clip_middle, rule_diagnosis
 from trex_ray.search.plan import DIRECTION_HELP, SEARCH_DIRECTIONS, SearchDirection
 from trex_ray.search.request import TaskSpec
-from trex_ray.untrusted import fence
+from trex_ray.guard.untrusted import fence
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from trex_ray.researcher.context import analyze_requirements, render_context, so
 from trex_ray.researcher.research import CITE, FINDINGS_SHARE, ResearchLog, cited, ensure_research, render_findings
 from trex_ray.search.plan import DIRECTION_HELP, SEARCH_DIRECTIONS, Plan, SearchDirection, TrainingConfig, bounds
 from trex_ray.search.request import ExpansionRequest, Proposal
-from trex_ray.untrusted import fence
+from trex_ray.guard.untrusted import fence
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ftbench.taskfile import build_task
 from trex_ray.config import LLMConfig, TaskConfig
 from trex_ray.llm_client import LLMClient, LLMError, estimate_tokens, extract_json
-from trex_ray.untrusted import fence
+from trex_ray.guard.untrusted import fence
 from trex_ray.researcher.tools import RESULT_CAP, Result, ToolError, Toolbox
 from trex_ray.search.request import ExpansionRequest
 

@@ -27,7 +27,7 @@ from ftbench.taskfile import SplitSource, TaskFile, TaskFileError, _read, parse_
 from trex_ray.config import LLMConfig
 from trex_ray.llm_client import LLMClient, LLMError
 from trex_ray.researcher.answers import Answer, InvalidAnswer, llm_schema, validate_answer
-from trex_ray.untrusted import fence
+from trex_ray.guard.untrusted import fence
 
 log = logging.getLogger(__name__)
 
