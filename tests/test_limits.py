@@ -82,8 +82,6 @@ def test_decontamination_follows_the_users_config_only(tmp_path):
 
 
 @pytest.mark.parametrize("source, why", [
-    ("task:test", "only task:train may be read"),
-    ("task:dev", "only task:train may be read"),
     ("hub:/etc", "not a Hub dataset id"),
     ("hub:../secrets", "not a Hub dataset id"),
     ("hub:json", "datasets file loader"),
@@ -108,6 +106,22 @@ def test_data_a_plan_may_not_read_is_rejected_before_any_accelerator_time(tmp_pa
     assert node.trial_id is None
     # the search goes on without it: nothing to hand out, the rejected node never runs
     assert state.next_node("t1").node_id is None
+
+
+def test_dev_rows_pass_the_gate_only_as_synthesis_seeds_and_test_never(tmp_path):
+    g = gate(tmp_path)
+    assert "only task:train may be read" in g.rules.why_not("task:dev")
+    assert "only task:train may be read" in g.rules.why_not("task:test")
+    d = greedy_plan(resources=None)
+    for bad in ({"op": "load", "source": "task:test"}, {"op": "load", "source": "task:dev"}):
+        with pytest.raises(ValueError, match="test is never trained on|synthesis examples only"):
+            Plan.model_validate(d | {"recipe": {**d["recipe"], "steps": [bad, *d["recipe"]["steps"][1:]]}})
+    seeded = d | {"recipe": {**d["recipe"], "decontaminate": True, "steps": [
+        {"op": "load", "source": "task:dev"},
+        {"op": "synthesize", "mode": "generate", "columns": ["input"], "n": 8, "keep": "replace"},
+        {"op": "format", "prompt": "{input}", "completion": "{reference}"}]}}
+    out = g.check(Plan.model_validate(seeded))
+    assert out.rejected is None and out.plan.recipe.seeded_from_dev
 
 
 def test_extra_sources_and_hub_ids_are_readable(tmp_path):

@@ -38,11 +38,15 @@ class DataRules:
     allowed: tuple[Path, ...] = ()  # resolved task.extra_sources
     own: tuple[Path, ...] = ()  # the task's own files and folders (tasks.own_data_paths)
 
-    def why_not(self, source: str) -> str | None:
-        if source == "task:train":
+    def why_not(self, source: str, dev_seeds: bool = False) -> str | None:
+        """Why a plan may not read ``source``, or None. ``dev_seeds``: the recipe is seeded from
+        ``task:dev``, which its schema allows only as examples for a synthesize step that replaces
+        them (decontaminated, so no dev row is trained on; ``Recipe._dev_only_seeds``)."""
+        if source == "task:train" or source == "task:dev" and dev_seeds:
             return None
         if source.startswith("task:"):
-            return f"source {source}: only task:train may be read (the task's dev and test splits are held out)"
+            return (f"source {source}: only task:train may be read (the task's dev and test splits are held "
+                    "out; task:dev only as the first step of a recipe that synthesises from it)")
         if source.startswith("hub:"):
             return hub_id_problem(source[len("hub:"):])
         p = Path(source).expanduser()
@@ -92,7 +96,7 @@ class PlanGate:
         d = plan.model_dump(mode="json")
         notes: list[str] = []
         for source in self._sources(d["recipe"]["steps"]):
-            why = self.rules.why_not(source) if self.rules else None
+            why = self.rules.why_not(source, plan.recipe.seeded_from_dev) if self.rules else None
             if why:
                 return GateResult(None, rejected=f"rejected by the run's data rules: {why}")
         self._clip_recipe(d["recipe"], notes)
