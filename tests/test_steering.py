@@ -91,6 +91,8 @@ def test_prune_cancels_the_branch_and_nothing_grows_there_again(tmp_path):
     assert not any(n.parent_id in ("n1", "n3", "n4") for n in t.nodes.values() if n.id not in ("n3", "n4"))
     # the driver is told to stop n3's trial (already recorded as pruned)
     assert set(state.enforce({"n3": time.time()})) == {"n3"}
+    # a trial pruned while it ran does not count against the trial budget (n1, n2 do)
+    assert state.trials_started() == 2
 
 
 def test_pin_keeps_expansions_under_the_pinned_node(tmp_path):

@@ -111,8 +111,9 @@ class SearchState:
     # ------------------------------------------------------------------ budget
     def trials_started(self) -> int:
         """Plans (fine-tuning nodes, the baseline aside) that have started at least once: a
-        promotion trains a started plan further and does not count again."""
-        return sum(1 for n in self.tree.nodes.values() if n.id != ROOT_ID and n.attempts > 0)
+        promotion trains a started plan further and does not count again; a plan the user
+        pruned while it ran does not count (its accelerator time does, in spend)."""
+        return sum(1 for n in self.tree.nodes.values() if n.id != ROOT_ID and n.attempts > 0 and n.status != "pruned")
 
     def trials_left(self) -> int:
         planned = sum(1 for n in self.tree.by_status("planned") if n.id != ROOT_ID and n.attempts == 0)
