@@ -60,7 +60,7 @@ def test_cs_bench_search_from_extra_source_and_real_llm_synthesis(tmp_path, shar
     for split in ("dev", "test"):
         rows = (shared_data / "cs_bench" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
         write_jsonl(folder / f"{split}.jsonl", [json.loads(x) for x in rows[:24]])
-    summary, tree = search(tmp_path, "cs_bench", folder, llama_url, "--llm.max_tokens=160", "--llm.temperature=0.7")
+    summary, tree = search(tmp_path, "cs_bench", folder, llama_url, "--llm.max_tokens=400", "--llm.temperature=0.7")
     check_run(summary, tree, "cs_questions.jsonl", "law_cases")
     card = (tmp_path / "cs_bench" / "best" / "README.md").read_text()
     assert "cs_questions.jsonl" in card or "style of cs_bench dev examples" in card

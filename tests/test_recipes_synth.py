@@ -81,7 +81,8 @@ def test_invalid_rows_are_dropped_and_counted(fake_server, data, tmp_path, monke
     good = json.dumps({"input": "a fine and moving film", "reference": "positive"})
     replies = [good, "sure! here it is: not json", json.dumps({"input": "ok film", "reference": "meh"}),
                json.dumps({"input": "   ", "reference": "negative"}), "```json\n" + good + "\n```",
-               json.dumps({"input": "x" * 500, "reference": "negative"}), good, good]
+               json.dumps({"input": "x" * 500, "reference": "negative"}), good,
+               '{"input": "a film\nin two lines", "reference": "positive"}']  # a raw newline in a string: kept
     url, script = fake_server(replies)
     monkeypatch.setenv("SYNTH_TEST_KEY", "sk-secret-123")
     llm = llm_cfg(url, concurrency=1, api_key_env="SYNTH_TEST_KEY")

@@ -137,7 +137,9 @@ def _check_columns(ds: datasets.Dataset, step: SynthesizeOp, where: str) -> tupl
 def _parse(text: str, model: type[BaseModel], label_column: str | None) -> tuple[dict[str, Any] | None, str]:
     """(validated values by column, "") or (None, why it was rejected)."""
     try:
-        data = json.loads(text)
+        # strict=False: raw newlines and tabs inside strings (small local models write them,
+        # grammar-constrained or not); the values are validated by ``model`` below either way
+        data = json.loads(text, strict=False)
     except json.JSONDecodeError:
         try:
             data = extract_json(text)
