@@ -5,7 +5,6 @@ good-looking input used to land somewhere unexpected: ``file://`` storage (a rel
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -16,11 +15,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# ftbench's loaders are being fixed on another branch (ftbench-work): until it is merged, the
-# three data cases below end in a traceback there, not here
-FTBENCH_FIXED = importlib.util.find_spec("ftbench.datafiles") is not None
-needs_ftbench_fix = pytest.mark.xfail(not FTBENCH_FIXED, strict=True,
-                                      reason="ftbench's loader fix (branch ftbench-work) is not merged yet")
 
 
 def _make(root: Path) -> dict[str, str]:
@@ -62,7 +56,6 @@ CASES = [
                          "--llm.api_key_env=sk-proj-abcdefghijklmnop0123"],
      "llm.api_key_env takes the NAME of an environment variable"),
 ]
-FTBENCH_CASES = {"jsonl-row-is-a-list", "jsonl-row-is-a-string", "corrupt-parquet", "train-path-empty-folder"}
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -70,9 +63,7 @@ def _tree(root: Path) -> dict[str, bytes]:
             for p in sorted(root.rglob("*"))}
 
 
-@pytest.mark.parametrize("case, argv, message", [
-    pytest.param(*c, marks=needs_ftbench_fix, id=c[0]) if c[0] in FTBENCH_CASES else pytest.param(*c, id=c[0])
-    for c in CASES])
+@pytest.mark.parametrize("case, argv, message", [pytest.param(*c, id=c[0]) for c in CASES])
 def test_bad_input_is_one_error_line_exit_2_and_nothing_written(tmp_path, case, argv, message):
     paths = _make(tmp_path)
     cwd = tmp_path / "cwd"
