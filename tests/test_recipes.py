@@ -235,6 +235,23 @@ def test_decontamination_catches_planted_overlaps_only(data):
     assert off["decontamination"] == "off (turned off by the recipe)" and off["rows"] == 42
 
 
+def test_instruction_wording_in_a_field_matches_nothing_but_an_items_content_does():
+    """CS-Bench's prompt field carries its instruction: where it meets an item's first or last
+    words, 13-grams are mostly wording and must not count as overlap; an item's own words do."""
+    head = "this is a multiple choice question please read the question carefully and choose the correct answer question"
+    tail = "please provide the answer to this question directly a single letter"
+    items = [sentence(300 + i, 14) for i in range(40)]
+    evals = [{"prompt": f"{head} {q} {tail}"} for q in items]
+    checker = Decontaminator(evals, ["prompt"], 13)
+    assert checker.boilerplate > 0
+    # a new question in the same wording: its first and last words meet the wording as the eval rows' do
+    fresh = [{"prompt": f"{head} {items[i].split()[0]} {sentence(900 + i, 12)} {items[i].split()[-1]} {tail}"}
+             for i in range(40)]
+    assert not any(checker.contaminated(r) for r in fresh)
+    copied = {"prompt": f"{head} " + " ".join(items[3].split()[:13]) + " and more"}
+    assert checker.contaminated(copied) and checker.contaminated(evals[7])
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("steps, match", [
     ([{"op": "load"}, {"op": "filter_quality", "column": "text"}, FMT], r"step 1 \(filter_quality\): column\(s\) text not in the data"),

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
 BOILERPLATE_ROWS = 5  # an n-gram in this many evaluation rows (or in BOILERPLATE_SHARE of them) is
 BOILERPLATE_SHARE = 0.02  # the task's instruction wording, not one item's content
+WORDING_GRAM = 5  # instruction wording is found as runs of this many words
 
 
 def normalise(text: str) -> list[str]:
@@ -94,31 +95,45 @@ class Decontaminator:
     """Flags training rows that overlap evaluation rows: the same normalised text, or a shared
     n-gram of ``n`` words. Only the values of the template's fields are compared, never the
     template's fixed wording, which every row shares. Some tasks carry their instruction inside
-    a field (CS-Bench's and LawBench's ``prompt``): an n-gram found in many evaluation rows
-    (``BOILERPLATE_ROWS``, or ``BOILERPLATE_SHARE`` of them if more) is such wording, not an
-    item's content, and matches nothing; ``boilerplate`` counts those n-grams."""
+    a field (CS-Bench's and LawBench's ``prompt``): a run of ``WORDING_GRAM`` words found in many
+    evaluation rows (``BOILERPLATE_ROWS``, or ``BOILERPLATE_SHARE`` of them if more) is such
+    wording, not an item's content, and an n-gram most of whose words are such wording (the
+    instruction itself, or where it meets an item's first or last words) matches nothing.
+    ``boilerplate`` counts those frequent runs."""
 
     def __init__(self, eval_rows: list[dict], fields: list[str], n: int) -> None:
         self.n, self.fields = n, fields
+        self.k = min(WORDING_GRAM, n)
         self.exact: set[str] = set()
         rows_with: Counter[tuple[str, ...]] = Counter()
+        texts = []
         for r in eval_rows:
             words = self._words(r)
+            texts.append(words)
             self.exact.add(" ".join(words))
-            rows_with.update(self._ngrams(words))
+            rows_with.update({tuple(words[i : i + self.k]) for i in range(len(words) - self.k + 1)})
         floor = max(BOILERPLATE_ROWS, BOILERPLATE_SHARE * len(eval_rows))
-        self.grams = {g for g, k in rows_with.items() if k < floor}
-        self.boilerplate = len(rows_with) - len(self.grams)
+        self.wording = {g for g, c in rows_with.items() if c >= floor}
+        self.boilerplate = len(self.wording)
+        self.grams: set[tuple[str, ...]] = set()
+        for words in texts:
+            self.grams |= self._content(words)
 
     def _words(self, row: dict) -> list[str]:
         return normalise(" ".join(str(row.get(f, "")) for f in self.fields))
 
-    def _ngrams(self, words: list[str]) -> set[tuple[str, ...]]:
-        return {tuple(words[i : i + self.n]) for i in range(len(words) - self.n + 1)}
+    def _content(self, words: list[str]) -> set[tuple[str, ...]]:
+        """The n-grams of ``words`` at least half of whose words are not instruction wording."""
+        n, k = self.n, self.k
+        covered = [False] * len(words)
+        for i in range(len(words) - k + 1):
+            if tuple(words[i : i + k]) in self.wording:
+                covered[i : i + k] = [True] * k
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1) if 2 * sum(covered[i : i + n]) <= n}
 
     def contaminated(self, row: dict) -> bool:
         words = self._words(row)
-        return " ".join(words) in self.exact or not self.grams.isdisjoint(self._ngrams(words))
+        return " ".join(words) in self.exact or not self.grams.isdisjoint(self._content(words))
 
 
 def decontaminate(ds: datasets.Dataset, recipe: Recipe, task: Task, paths: dict,
