@@ -70,8 +70,9 @@ def sleep_trial(config: dict, ctx: Any) -> None:
     model.mkdir(parents=True, exist_ok=True)
     (model / "weights.bin").write_bytes(b"\0" * 64)
     score = 0.3 if config["plan"].get("training") is None else 0.4 + (digest % 50) / 100
+    rung = config.get("rung") or {}  # the rung it was handed out at, as run_trial reports it
     outcome = TrialOutcome(score=score, metrics={"accuracy": score}, cost=Cost(wall_seconds=round(time.time() - t0, 2)),
-                           artifacts={"model": str(model)})
+                           artifacts={"model": str(model)}, rung=rung.get("index", 0), fidelity=rung.get("fraction", 1.0))
     record("done")
     tune.report({"node_id": node_id, "phase": "done", "score": score, "outcome": outcome.to_json()})
 

@@ -77,6 +77,21 @@ def test_asha_promotes_the_top_third_as_soon_as_it_can(tmp_path):
     assert Tree.replay(read_events(tmp_path / "events.jsonl"), s.tree.params).to_dict() == s.tree.to_dict()
 
 
+def test_a_trial_reporting_another_rung_is_recorded_at_the_one_it_was_handed_out_at(tmp_path):
+    s = mf_state(tmp_path)
+    for i, score in zip((1, 2, 3), (0.6, 0.8, 0.7)):
+        run(s, f"t{i}", score)
+    promo = s.next_node("t4")
+    assert (promo.node_id, promo.rung.index) == ("n2", 1)
+    s.finish("n2", outcome(0.81, rung=0, artifacts={"dev_predictions": "/x/n2.jsonl"}))  # says rung 0
+    n2 = s.tree.nodes["n2"]
+    assert n2.rung == 1 and n2.rung_scores == {0: 0.8, 1: 0.81} and n2.fidelity == 1.0
+    # n2 is done: it is never promoted (nor handed out) again
+    later = [s.next_node(f"t{i}") for i in range(5, 8)]
+    assert "n2" not in {h.node_id for h in later}
+    assert [e["type"] for e in read_events(tmp_path / "events.jsonl")].count("node_promoted") == 1
+
+
 def test_once_no_plan_may_start_the_leaders_are_carried_to_the_top(tmp_path):
     """Three plans only (max_trials): ASHA promotes the best of three; when the plans are spent
     the next-best proxies are carried up too, until the final selection has its two finalists,

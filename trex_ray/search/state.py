@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -317,6 +317,13 @@ class SearchState:
         self._record({"type": "expansion_failed", "node_id": parent_id, "cause": cause[:2000]})
 
     def finish(self, node_id: str, outcome: TrialOutcome) -> None:
+        node = self.tree.nodes[node_id]
+        if node_id != ROOT_ID and outcome.rung != node.rung:
+            # the rung is the one this node was handed out at, whatever the trial reports: a
+            # trial that reported a lower one would be promoted to the same rung again, forever
+            log.warning("%s was started at rung %d but its trial reported rung %d: recorded at rung %d",
+                        node_id, node.rung, outcome.rung, node.rung)
+            outcome = replace(outcome, rung=node.rung, fidelity=self.cfg.search.rungs[node.rung])
         if outcome.bad_cases:
             # the rule-based diagnosis, so every run has one; recorded before the node ends so
             # that the views written at its end show it (an LLM diagnosis may replace it later)
