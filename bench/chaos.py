@@ -3,8 +3,8 @@ seeded schedule SIGKILLs trial processes, kills a worker node and adds a new one
 driver several times (each followed by ``launch.py --resume``) and tries a second driver on the
 live run. At the end it checks what must hold whatever happened:
 
-- every trial that finished is in the tree exactly once (one ``node_finished`` per node, one
-  ``node_planned`` per id), and no plan was recorded twice;
+- every trial that finished is in the tree exactly once (one ``node_finished`` per node and
+  rung, one ``node_planned`` per id), and no plan was recorded twice;
 - nothing handed out was lost (every started node ended succeeded or failed, none failed for
   want of a report), and the budget was not overspent;
 - the ledger replays to the final tree.json, sequence numbers strictly increase, every failure
@@ -53,11 +53,13 @@ def sleep_trial(config: dict, ctx: Any) -> None:
     from trex_ray.search.outcome import Cost, TrialOutcome
 
     node_id, t0 = config["node_id"], time.time()
+    rung = config.get("rung") or {}  # the rung it was handed out at, as run_trial reports it
     log = Path(ctx.run_dir).parent / EXECUTIONS
 
     def record(event: str) -> None:
         with open(log, "a") as f:  # one short append per line: whole lines even with writers racing
-            f.write(json.dumps({"node_id": node_id, "event": event, "pid": os.getpid(), "t": time.time()}) + "\n")
+            f.write(json.dumps({"node_id": node_id, "rung": rung.get("index", 0), "event": event, "pid": os.getpid(),
+                                "t": time.time()}) + "\n")
 
     record("start")
     digest = int(hashlib.sha256(json.dumps(config["plan"], sort_keys=True).encode()).hexdigest(), 16)
@@ -70,7 +72,6 @@ def sleep_trial(config: dict, ctx: Any) -> None:
     model.mkdir(parents=True, exist_ok=True)
     (model / "weights.bin").write_bytes(b"\0" * 64)
     score = 0.3 if config["plan"].get("training") is None else 0.4 + (digest % 50) / 100
-    rung = config.get("rung") or {}  # the rung it was handed out at, as run_trial reports it
     outcome = TrialOutcome(score=score, metrics={"accuracy": score}, cost=Cost(wall_seconds=round(time.time() - t0, 2)),
                            artifacts={"model": str(model)}, rung=rung.get("index", 0), fidelity=rung.get("fraction", 1.0))
     record("done")
@@ -255,14 +256,15 @@ class Soak:
         saved = {n["id"]: n for n in json.loads((self.run_dir / "tree.json").read_text())["nodes"]}
         execs = [json.loads(line) for line in (self.work / "runs" / EXECUTIONS).read_text().splitlines() if line]
         trials = [n for n in tree.nodes.values() if n.id != "n0"]
-        finished_events = Counter(e["node_id"] for e in events if e["type"] == "node_finished")
+        # a node finishes once per rung it trains to (successive halving): (node, rung) is one trial run
+        finished_events = Counter((e["node_id"], e.get("rung", 0)) for e in events if e["type"] == "node_finished")
         planned = Counter(e["node_id"] for e in events if e["type"] == "node_planned")
         keys = Counter(n.plan.fingerprint() + (f"@{n.parent_id}" if n.plan.training and n.plan.training.warm_start else "")
                        for n in trials if n.status in ("succeeded", "failed") and n.trial_id)
         handed = {e["node_id"] for e in events if e["type"] == "node_started" and e.get("trial_id")}
         lost = sorted(n for n in handed if tree.nodes[n].status not in ("succeeded", "failed")
                       or "run ended before its trial reported" in (tree.nodes[n].failure or ""))
-        done_runs = Counter(x["node_id"] for x in execs if x["event"] == "done")
+        done_runs = Counter(f"{x['node_id']}@r{x.get('rung', 0)}" for x in execs if x["event"] == "done")
         for rec in self.recoveries:  # kill -> replayed -> first handout -> first result, from the ledger
             after = [e for e in events[rec["events_before"]:]]
             resumed = next((e["ts"] for e in after if e["type"] == "run_resumed"), None)
@@ -273,7 +275,7 @@ class Soak:
         seqs = [e["seq"] for e in events]
         invariants = {
             "every finished trial in the tree exactly once": all(v == 1 for v in finished_events.values())
-            and all(v == 1 for v in planned.values()) and all(tree.nodes[n].status == "succeeded" for n in finished_events),
+            and all(v == 1 for v in planned.values()) and all(tree.nodes[n].status == "succeeded" for n, _ in finished_events),
             "no plan recorded twice": all(v == 1 for v in keys.values()),
             "ledger replays to the final tree": {i: (n.status, n.score, n.visits) for i, n in tree.nodes.items()}
             == {i: (n["status"], n["score"], n["visits"]) for i, n in saved.items()},
