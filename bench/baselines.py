@@ -23,6 +23,7 @@ LR = (5e-5, 1e-3)
 RANKS = [8, 16, 32, 64]
 EPOCHS = [1.0, 2.0]
 ROWS = [256, 512]
+DRAWS = 20  # suggestions a sweep may draw for one start before it ends (none fit the budget left)
 
 
 def plan_for(cfg: Config, spec: TaskSpec, knobs: dict[str, Any]):
@@ -46,44 +47,62 @@ def sweep_trial(config: dict[str, Any], ctx: TrialContext, cfg: Config, spec: Ta
 
 
 class Budgeted:
-    """A Tune searcher that stops suggesting once the trials' accelerator-seconds (finished, and
-    running ones at the mean so far) would pass the budget: equal compute for every method."""
+    """A Tune searcher that starts a trial only when the budget can pay for it: equal compute
+    for every method. A trial's cost is estimated as its example-epochs (rows x epochs) times the
+    accelerator-seconds per example-epoch measured on the finished trials, or, before any has
+    finished, ``per_example`` (the default recipe's measured rate, when the caller has it; without
+    it one trial runs alone until a cost is known). Once the next suggestion would not fit, the
+    sweep draws again (the dropped suggestion is told to the inner searcher as errored), up to
+    ``DRAWS`` times, then ends."""
 
-    def __new__(cls, inner, budget: float, concurrency: int):
+    def __new__(cls, inner, budget: float, concurrency: int, per_example: float | None = None):
         from ray.tune.search import Searcher
 
         class _Budgeted(Searcher):
             def __init__(self) -> None:
                 super().__init__(metric="score", mode="max")
-                self.inner, self.spent, self.done, self.running, self.count = inner, 0.0, 0, set(), 0
+                self.inner, self.spent, self.examples, self.count = inner, 0.0, 0, 0
+                self.running: dict[str, float] = {}  # trial id -> its estimated cost
 
             def set_search_properties(self, metric, mode, config, **spec):
                 return True  # the inner searcher holds its space already
 
+            def _end(self):
+                return Searcher.FINISHED if not self.running else None
+
             def suggest(self, trial_id: str):
-                mean = self.spent / self.done if self.done else 0.0
-                if self.done == 0 and len(self.running) >= concurrency:
+                rate = self.spent / self.examples if self.examples else per_example
+                if rate is None and self.running:
                     return None
-                if self.spent + mean * len(self.running) + mean >= budget and self.done:
-                    return Searcher.FINISHED if not self.running else None
-                cfg = self.inner.suggest(trial_id)
-                if isinstance(cfg, dict):
-                    cfg = {**cfg, "index": self.count}
-                    self.count += 1
-                    self.running.add(trial_id)
+                committed = self.spent + sum(self.running.values())
+                if rate is not None and committed + rate * min(ROWS) * min(EPOCHS) > budget:
+                    return self._end()
+                for _ in range(DRAWS):  # suggestions the budget cannot pay for are dropped, and drawn again
+                    cfg = self.inner.suggest(trial_id)
+                    if not isinstance(cfg, dict):
+                        return cfg
+                    cost = rate * cfg["rows"] * cfg["epochs"] if rate is not None else 0.0
+                    if rate is None or committed + cost <= budget:
+                        break
+                    self.inner.on_trial_complete(trial_id, None, error=True)
+                else:
+                    return self._end()
+                self.running[trial_id] = cost
+                cfg = {**cfg, "index": self.count}
+                self.count += 1
                 return cfg
 
             def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-                self.running.discard(trial_id)
-                self.done += 1
+                self.running.pop(trial_id, None)
                 self.spent += float((result or {}).get("accelerator_seconds", 0.0))
+                self.examples += int((result or {}).get("examples", 0))
                 self.inner.on_trial_complete(trial_id, result, error)
 
         return _Budgeted()
 
 
 def run_sweep(method: str, cfg: Config, spec: TaskSpec, ctx: TrialContext, budget: float, seed: int,
-              concurrency: int, out: Path) -> dict[str, Any]:
+              concurrency: int, out: Path, per_example: float | None = None) -> dict[str, Any]:
     """A Tune sweep (``optuna`` or ``random``) within ``budget`` accelerator-seconds; returns the
     trial with the best dev score and what the sweep spent."""
     from ray import tune
@@ -96,7 +115,7 @@ def run_sweep(method: str, cfg: Config, spec: TaskSpec, ctx: TrialContext, budge
         inner = OptunaSearch(space=space, metric="score", mode="max", seed=seed)
     else:
         inner = _Random(seed)
-    algo = Budgeted(inner, budget, concurrency)
+    algo = Budgeted(inner, budget, concurrency, per_example)
     t0 = time.time()
     results = tune.Tuner(
         tune.with_resources(tune.with_parameters(sweep_trial, ctx=ctx, cfg=cfg, spec=spec), {"CPU": 1}),
@@ -104,6 +123,8 @@ def run_sweep(method: str, cfg: Config, spec: TaskSpec, ctx: TrialContext, budge
         run_config=tune.RunConfig(name=f"{method}-{seed}", storage_path=str(out / "tune"), verbose=0),
     ).fit()
     rows = [r.metrics for r in results if r.metrics and "score" in r.metrics]
+    if not rows:
+        raise RuntimeError(f"{method} seed {seed}: no trial fitted the budget of {budget:g} accelerator-seconds")
     best = max(rows, key=lambda r: r["score"])
     return {"node": best["node"], "dev_score": best["score"], "model": best["model"], "trials": len(rows),
             "accelerator_seconds": round(sum(r["accelerator_seconds"] for r in rows), 1),

@@ -10,6 +10,10 @@ processes here, evaluation included):
   random       Ray Tune with random search over the same knobs
   default      the single default recipe (TREX-Ray's first plan), trained once
 
+Run ``default`` first (the default order): its measured accelerator-seconds per example-epoch
+is the sweeps' cost estimate before their own first result, so no sweep starts trials it cannot
+pay for (without it a sweep runs one trial alone until a cost is known).
+
 Each method's chosen model is scored once on the task's test split; the table gives the test
 score (mean over seeds, with a 95 % bootstrap interval over the test rows), the dev score it was
 chosen on, the compute spent and the wall time, and each method's paired test difference from
@@ -82,7 +86,7 @@ def run_method(args: argparse.Namespace, method: str, seed: int, out: Path) -> d
     ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False)
     try:
         rec = run_default(cfg, spec, ctx) if method == "default" else run_sweep(
-            method, cfg, spec, ctx, args.budget, seed, args.concurrency, run_dir)
+            method, cfg, spec, ctx, args.budget, seed, args.concurrency, run_dir, args.per_example)
     finally:
         ray.shutdown()
     from trex_ray.researcher.builtin import first_plan
@@ -177,11 +181,14 @@ def main() -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     results: dict[str, list[dict[str, Any]]] = {}
+    args.per_example = None
     for method in args.methods:
         for seed in args.seeds:
             log.info("%s seed %d ...", method, seed)
             rec = run_method(args, method, seed, out)
             results.setdefault(method, []).append(rec)
+            if method == "default" and rec["example_epochs"]:  # the sweeps' cost estimate before their first result
+                args.per_example = rec["accelerator_seconds"] / rec["example_epochs"]
             log.info("%s seed %d: %s", method, seed, {k: v for k, v in rec.items() if k != "test_predictions"})
             if args.save:
                 Path(args.save).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
