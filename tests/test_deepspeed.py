@@ -37,7 +37,7 @@ def test_two_worker_zero2_trial_trains_checkpoints_and_exports(tiny_model_dir, t
     assert args_bin.world_size == 2 and args_bin.deepspeed_plugin is not None
     assert args_bin.hf_deepspeed_config.config["zero_optimization"]["stage"] == 2
     # Train kept a checkpoint in the run's storage
-    assert list((run / "train" / "train-n1").glob("checkpoint_*"))
+    assert list((run / "train" / "train-n1-r0").glob("checkpoint_*"))  # one Train run per node and rung
 
     # the exported model is a plain HF folder that reproduces the node's dev score
     from ftbench.evaluate import evaluate, load_model

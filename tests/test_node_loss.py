@@ -42,7 +42,7 @@ def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monk
     log = open(tmp_path / "launch.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "launch.py", f"--run.ray_address={cluster.address}", f"--model.name_or_path={tiny_model_dir}",
-         f"--run.output_dir={tmp_path / 'runs'}", "--run.run_id=loss", "--search.max_trials=1",
+         f"--run.output_dir={tmp_path / 'runs'}", "--run.run_id=loss", "--search.max_trials=1", "--search.rungs=[1.0]",
          "--search.children_per_expansion=1", "--task.dev_limit=16", "--task.test_limit=0", "--train.method=full",
          "--train.learning_rate=0.005", "--train.train_samples=2000", "--train.num_epochs=2",
          "--resources.num_workers=2", "--resources.cpus_per_trial=1",
@@ -50,7 +50,7 @@ def test_worker_node_loss_resumes_from_checkpoint(tiny_model_dir, tmp_path, monk
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.time() + 300
-        while not _registered_checkpoint(run / "train" / "train-n1"):
+        while not _registered_checkpoint(run / "train" / "train-n1-r0"):  # one Train run per node and rung
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "launch.log").read_text()[-3000:]
             time.sleep(0.5)
         victim = next(n for n in workers if _hosts_train_worker(n))
