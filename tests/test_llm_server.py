@@ -55,11 +55,12 @@ def test_memory_budget_holds_for_the_real_tokenizer(llama_url):
 def test_expansion_counts_tokens_and_falls_back_on_truncated_output(llama_url, tmp_path):
     r = LLMResearcher(llm_cfg(llama_url, max_tokens=16, max_prompt_tokens=200, price_per_1k_input=0.5), str(tmp_path))
     out = r.propose_detailed(request_for(small_tree(), "n2", n=1))
-    # 16 tokens (the least llm.max_tokens allows) cannot hold the direction JSON: asked, re-asked
-    # once with the error, then builtin
+    # 16 tokens (the least llm.max_tokens allows) may hold the direction JSON, never a plan: the
+    # step that does not fit is asked, re-asked once with the error, then the builtin plan is used
     assert out.source == "builtin-fallback" and "still invalid after one re-ask" in out.note
-    assert out.first_try_valid == [False] and len(out.plans) == 1
-    assert out.usage["calls"] == 2 and out.usage["completion_tokens"] == 32
+    assert out.first_try_valid[-1] is False and len(out.plans) == 1
+    calls = len(out.first_try_valid) + 1  # every step once, the failing one twice
+    assert out.usage["calls"] == calls and calls <= out.usage["completion_tokens"] <= calls * 16
     assert out.usage["prompt_tokens"] > 300 and out.usage["cost"] == pytest.approx(out.usage["prompt_tokens"] / 1000 * 0.5)
     log = [json.loads(line) for line in (tmp_path / EXPANSIONS_FILE).read_text().splitlines()]
-    assert log[-1]["source"] == "builtin-fallback" and log[-1]["run_total"]["calls"] == 2
+    assert log[-1]["source"] == "builtin-fallback" and log[-1]["run_total"]["calls"] == calls
