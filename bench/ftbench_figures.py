@@ -2,7 +2,7 @@
 model's and the chosen model's dev and test scores, the budget the search spent, and where the
 chosen model's training rows came from (which sources, how many rows each, how many synthesised).
 
-    python bench/ftbench_figures.py --out /tmp/figs sst2 hoc -- --search.max_trials=4
+    python bench/ftbench_figures.py --out runs/figures sst2 hoc -- --search.max_trials=4
 
 Everything after ``--`` goes to every run's launch.py (budget, slices); a task's own settings
 (its data folder, extra sources, LLM endpoint) are given as ``TASK:--key=value`` arguments, e.g.

@@ -20,8 +20,8 @@ On the GPU machine (python 3.12, torch with CUDA, transformers, peft, accelerate
 network, no ray, trl or datasets), one command, after fetching the missing pins here (keep .whl
 out of git: echo /.whl/ >> .git/info/exclude; the device tool's run then carries it):
     python bench/gpu_check.py --fetch-wheels .whl       # here: cp312 wheels the image lacks
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \\
-        && PYTHONPATH=/tmp/site:$PWD python3 bench/gpu_check.py
+    python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl \\
+        && PYTHONPATH=$PWD/.site:$PWD python3 bench/gpu_check.py
 On a CPU, end to end in well under a minute (tests/test_gpu_paths.py runs it):
     python bench/gpu_check.py --tiny --device cpu
 """
